@@ -1,0 +1,109 @@
+import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { connect, type Socket } from "node:net";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import type { ActionInput, Progress } from "../control/actions.ts";
+import { encodeLine, LineDecoder, type Reply } from "../control/wire.ts";
+import { HrError } from "../util/errors.ts";
+import { stateDir } from "../util/paths.ts";
+
+const DAEMON_MAIN = join(dirname(fileURLToPath(import.meta.url)), "..", "daemon", "main.ts");
+export const DAEMON_START_TIMEOUT_MS = 15_000;
+
+export function daemonSocket(state = stateDir()): string {
+  return join(state, "daemon.sock");
+}
+
+async function tryConnect(path: string): Promise<Socket | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.once("connect", () => resolve(socket));
+    socket.once("error", () => resolve(undefined));
+  });
+}
+
+/** Connects to the running daemon; undefined if none runs. */
+export async function connectDaemon(state = stateDir()): Promise<DaemonConnection | undefined> {
+  const socket = await tryConnect(daemonSocket(state));
+  return socket ? new DaemonConnection(socket) : undefined;
+}
+
+/** Connects to the daemon, starting it first if none runs. */
+export async function ensureDaemon(state = stateDir()): Promise<DaemonConnection> {
+  const existing = await connectDaemon(state);
+  if (existing) return existing;
+  await mkdir(state, { recursive: true, mode: 0o700 });
+  const logFd = openSync(join(state, "daemon.out"), "a", 0o600);
+  try {
+    const child = spawn(process.execPath, ["--import", "tsx", DAEMON_MAIN], {
+      detached: true,
+      stdio: ["ignore", logFd, logFd],
+      env: process.env,
+      cwd: join(dirname(DAEMON_MAIN), "..", ".."),
+    });
+    child.unref();
+  } finally {
+    closeSync(logFd);
+  }
+  const deadline = Date.now() + DAEMON_START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const connection = await connectDaemon(state);
+    if (connection) return connection;
+    await sleep(100);
+  }
+  throw new HrError("DAEMON_START_FAILED", `the daemon did not start within ${DAEMON_START_TIMEOUT_MS / 1000} s`, {
+    hint: `see ${join(state, "daemon.out")} and ${join(state, "daemon.log")}`,
+  });
+}
+
+/** One connection to the daemon; requests are correlated by id. */
+export class DaemonConnection {
+  private readonly socket: Socket;
+  private nextId = 1;
+  private readonly pending = new Map<
+    number,
+    { resolve: (value: unknown) => void; reject: (error: Error) => void; progress: (note: Progress) => void }
+  >();
+
+  constructor(socket: Socket) {
+    this.socket = socket;
+    const decoder = new LineDecoder();
+    socket.on("data", (chunk: Buffer) => {
+      for (const message of decoder.push(chunk)) this.dispatch(message as Reply);
+    });
+    socket.on("close", () => {
+      for (const call of this.pending.values()) {
+        call.reject(new HrError("DAEMON_GONE", "the daemon closed the connection", { hint: "see its log" }));
+      }
+      this.pending.clear();
+    });
+    socket.on("error", () => undefined);
+  }
+
+  async request(action: ActionInput, progress: (note: Progress) => void = () => undefined): Promise<unknown> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, progress });
+      this.socket.write(encodeLine({ id, action }));
+    });
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+
+  private dispatch(reply: Reply): void {
+    const call = this.pending.get(reply.id);
+    if (!call) return;
+    if ("progress" in reply) {
+      call.progress(reply.progress as Progress);
+      return;
+    }
+    this.pending.delete(reply.id);
+    if (reply.ok) call.resolve(reply.result);
+    else call.reject(new HrError(reply.error.code, reply.error.message, reply.error.hint ? { hint: reply.error.hint } : {}));
+  }
+}

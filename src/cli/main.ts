@@ -1,0 +1,121 @@
+/**
+ * `hotrestore` — the command-line face. Thin: it validates what it can locally (a bad spec is
+ * refused before a daemon or VM starts), turns the command into a control action, sends it to
+ * the daemon and prints the reply (human text, or JSON with --json). Only this file exits.
+ */
+import { readFile } from "node:fs/promises";
+import { Command } from "commander";
+import type { ClusterStatus } from "../cluster/cluster.ts";
+import type { ExecReply } from "../control/controller.ts";
+import { validateSpec } from "../spec/validate.ts";
+import { HrError, isHrError, messageOf } from "../util/errors.ts";
+import { connectDaemon, ensureDaemon, type DaemonConnection } from "./daemon-client.ts";
+import { formatStatus } from "./format.ts";
+
+const program = new Command();
+program.name("hotrestore").description("Snapshot and restore whole clusters of QEMU VMs").showHelpAfterError();
+
+function progressPrinter(json: boolean) {
+  return (note: { step: string; vm?: string; detail?: string }) => {
+    if (json) return;
+    const who = note.vm ? ` ${note.vm}` : "";
+    const detail = note.detail ? `: ${note.detail}` : "";
+    process.stderr.write(`  ${note.step}${who}${detail}\n`);
+  };
+}
+
+async function withDaemon<T>(connection: DaemonConnection, work: (c: DaemonConnection) => Promise<T>): Promise<T> {
+  try {
+    return await work(connection);
+  } finally {
+    connection.close();
+  }
+}
+
+program
+  .command("up")
+  .description("boot a cluster from a spec; returns when every VM is ready")
+  .argument("<spec>", "cluster spec (JSON)")
+  .option("--json", "print JSON")
+  .action(async (specPath: string, options: { json?: boolean }) => {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(await readFile(specPath, "utf8"));
+    } catch (error) {
+      throw new HrError("SPEC_UNREADABLE", `${specPath}: ${messageOf(error)}`, { hint: "give a readable JSON spec" });
+    }
+    validateSpec(doc, specPath);
+    const started = Date.now();
+    const status = (await withDaemon(await ensureDaemon(), (c) =>
+      c.request({ type: "up", spec: doc, source: specPath }, progressPrinter(Boolean(options.json))),
+    )) as ClusterStatus;
+    if (options.json) console.log(JSON.stringify({ ...status, upMs: Date.now() - started }));
+    else console.log(`${formatStatus(status)}\ncluster ${status.cluster} up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  });
+
+program
+  .command("status")
+  .description("VMs, state, accel, memory, IP, traffic between VMs")
+  .option("--json", "print JSON")
+  .option("--workloads", "also read every workload's statistics from the guests")
+  .action(async (options: { json?: boolean; workloads?: boolean }) => {
+    const connection = await connectDaemon();
+    if (!connection) {
+      if (options.json) console.log(JSON.stringify({ cluster: null, accel: null, vms: [], traffic: [] }));
+      else console.log("no cluster is running");
+      return;
+    }
+    const status = (await withDaemon(connection, (c) =>
+      c.request({ type: "status", workloads: Boolean(options.workloads) }),
+    )) as ClusterStatus;
+    console.log(options.json ? JSON.stringify(status) : formatStatus(status));
+  });
+
+program
+  .command("exec")
+  .description("run a command in a guest; prints its output and exits with its exit code")
+  .argument("<vm>", "VM name")
+  .argument("<command...>", "command line (after --), run by the guest's shell")
+  .option("--timeout <ms>", "kill the command after this many milliseconds", (v) => Number.parseInt(v, 10))
+  .action(async (vm: string, words: string[], options: { timeout?: number }) => {
+    const connection = await connectDaemon();
+    if (!connection) throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
+    const reply = (await withDaemon(connection, (c) =>
+      c.request({
+        type: "exec",
+        vm,
+        command: words.join(" "),
+        ...(options.timeout === undefined ? {} : { timeoutMs: options.timeout }),
+      }),
+    )) as ExecReply;
+    process.stdout.write(Buffer.from(reply.stdout, "base64"));
+    process.stderr.write(Buffer.from(reply.stderr, "base64"));
+    if (reply.timedOut) process.stderr.write(`hotrestore: command timed out in ${vm}\n`);
+    process.exitCode = reply.exitCode;
+  });
+
+program
+  .command("down")
+  .description("stop everything; no QEMU process is left behind")
+  .option("--json", "print JSON")
+  .action(async (options: { json?: boolean }) => {
+    const connection = await connectDaemon();
+    if (!connection) {
+      console.log(options.json ? JSON.stringify({ stopped: null }) : "no cluster is running");
+      return;
+    }
+    const reply = (await withDaemon(connection, (c) => c.request({ type: "down" }))) as { stopped?: string };
+    console.log(options.json ? JSON.stringify(reply) : `stopped ${reply.stopped ?? "nothing"}`);
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (isHrError(error)) {
+    process.stderr.write(`hotrestore: ${error.message}\n`);
+    if (error.hint) process.stderr.write(`  what to do: ${error.hint}\n`);
+    process.exit(error.code === "SPEC_INVALID" ? 2 : 1);
+  }
+  process.stderr.write(`hotrestore: unexpected error: ${messageOf(error)}\n`);
+  process.exit(1);
+}

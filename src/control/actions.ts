@@ -1,0 +1,34 @@
+import { z } from "zod";
+
+/**
+ * The one list of things HotRestore can be asked to do. Every face (CLI over the daemon socket,
+ * later HTTP) translates its input into one of these and hands it to the Controller.
+ */
+export const actionSchema = z.discriminatedUnion("type", [
+  z.strictObject({ type: z.literal("ping") }),
+  z.strictObject({
+    type: z.literal("up"),
+    /** The spec document as the user wrote it (validated again by the controller). */
+    spec: z.unknown(),
+    /** Where it came from, for error messages. */
+    source: z.string().max(4096),
+  }),
+  z.strictObject({ type: z.literal("status"), workloads: z.boolean().default(false) }),
+  z.strictObject({
+    type: z.literal("exec"),
+    vm: z.string().max(64),
+    command: z.string().min(1).max(65536),
+    timeoutMs: z.number().int().min(1).max(86_400_000).optional(),
+  }),
+  z.strictObject({ type: z.literal("down") }),
+]);
+
+export type Action = z.output<typeof actionSchema>;
+export type ActionInput = z.input<typeof actionSchema>;
+
+/** A progress note emitted while an action runs (shown by the CLI, ignored by scripts). */
+export interface Progress {
+  step: string;
+  vm?: string;
+  detail?: string;
+}

@@ -1,0 +1,131 @@
+import { join } from "node:path";
+import { Cluster, type ClusterStatus } from "../cluster/cluster.ts";
+import { loadGuestImage } from "../image/image.ts";
+import { validateSpec } from "../spec/validate.ts";
+import { HrError } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import { chooseAccel } from "../vm/accel.ts";
+import { actionSchema, type Action, type Progress } from "./actions.ts";
+
+export interface ControllerOptions {
+  stateDir: string;
+  cacheDir: string;
+  guestDir: string;
+  log: Logger;
+}
+
+export interface ExecReply {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/**
+ * Executes actions. Owns the (one) running cluster. Operations that change the cluster run one
+ * at a time; a second one while the first runs is refused with CONTROLLER_BUSY.
+ */
+export class Controller {
+  private cluster: Cluster | undefined;
+  private busy: string | undefined;
+  private readonly options: ControllerOptions;
+
+  constructor(options: ControllerOptions) {
+    this.options = options;
+  }
+
+  get hasCluster(): boolean {
+    return this.cluster !== undefined || this.busy !== undefined;
+  }
+
+  async execute(raw: unknown, progress: (note: Progress) => void = () => undefined): Promise<unknown> {
+    const parsed = actionSchema.safeParse(raw);
+    if (!parsed.success) {
+      throw new HrError("ACTION_INVALID", `invalid request: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
+    }
+    const action: Action = parsed.data;
+    switch (action.type) {
+      case "ping":
+        return { pong: true, pid: process.pid };
+      case "up":
+        return this.exclusive("up", () => this.up(action.spec, action.source, progress));
+      case "status":
+        return this.status(action.workloads);
+      case "exec":
+        return this.exec(action.vm, action.command, action.timeoutMs);
+      case "down":
+        return this.exclusive("down", () => this.down());
+    }
+  }
+
+  /** Stops everything (daemon shutdown). */
+  async shutdown(): Promise<void> {
+    const cluster = this.cluster;
+    this.cluster = undefined;
+    if (cluster) await cluster.down();
+  }
+
+  private async exclusive<T>(name: string, work: () => Promise<T>): Promise<T> {
+    if (this.busy !== undefined) {
+      throw new HrError("CONTROLLER_BUSY", `cannot ${name}: '${this.busy}' is still running`, {
+        hint: "wait for it to finish and try again",
+      });
+    }
+    this.busy = name;
+    try {
+      return await work();
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  private requireCluster(): Cluster {
+    if (!this.cluster) {
+      throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "start one with: hotrestore up <spec.json>" });
+    }
+    return this.cluster;
+  }
+
+  private async up(doc: unknown, source: string, progress: (note: Progress) => void): Promise<ClusterStatus> {
+    if (this.cluster) {
+      throw new HrError("CLUSTER_EXISTS", `cluster '${this.cluster.spec.name}' is already running`, {
+        hint: "stop it first with: hotrestore down",
+      });
+    }
+    const spec = validateSpec(doc, source);
+    const image = await loadGuestImage(this.options.guestDir);
+    progress({ step: "accel", detail: "probing the accelerator (cached after the first time)" });
+    const accel = await chooseAccel(image, this.options.cacheDir);
+    this.options.log.info({ accel }, "accelerator");
+    progress({ step: "accel", detail: `${accel.accel}: ${accel.reason}` });
+    this.cluster = await Cluster.up(spec, {
+      dir: join(this.options.stateDir, "run", spec.name),
+      image,
+      accel: accel.accel,
+      log: this.options.log,
+      onProgress: progress,
+    });
+    return this.cluster.status();
+  }
+
+  private async status(workloads: boolean): Promise<ClusterStatus> {
+    return this.requireCluster().status({ workloads });
+  }
+
+  private async exec(vm: string, command: string, timeoutMs: number | undefined): Promise<ExecReply> {
+    const result = await this.requireCluster().exec(vm, command, timeoutMs);
+    return {
+      exitCode: result.exitCode,
+      stdout: result.stdout.toString("base64"),
+      stderr: result.stderr.toString("base64"),
+      timedOut: result.timedOut,
+    };
+  }
+
+  private async down(): Promise<{ stopped: string | undefined }> {
+    const cluster = this.cluster;
+    this.cluster = undefined;
+    if (cluster) await cluster.down();
+    return { stopped: cluster?.spec.name };
+  }
+}

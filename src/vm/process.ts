@@ -1,0 +1,91 @@
+import { spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { HrError, messageOf } from "../util/errors.ts";
+
+/**
+ * Starts helper processes (QEMU above all) so that they can never outlive us: each is exec'd
+ * through util-linux's `setpriv --pdeathsig KILL`, so the kernel kills it the moment the process
+ * that started it dies, even by `kill -9`. Processes are stopped by PID only.
+ */
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface GuardedProcess {
+  readonly pid: number;
+  readonly logFile: string;
+  /** Settles when the process has exited (never rejects). */
+  readonly exited: Promise<ExitStatus>;
+  isRunning(): boolean;
+  kill(signal?: NodeJS.Signals): void;
+  /** Kills with SIGTERM, then SIGKILL after `graceMs`; resolves once it is gone. */
+  stop(graceMs?: number): Promise<ExitStatus>;
+  /** The last lines the process wrote (stdout and stderr share the log), for error messages. */
+  logTail(lines?: number): Promise<string>;
+}
+
+export const SETPRIV = "setpriv";
+
+export function spawnGuarded(command: string, args: readonly string[], logFile: string): GuardedProcess {
+  const fd = openSync(logFile, "a", 0o600);
+  let child;
+  try {
+    child = spawn(SETPRIV, ["--pdeathsig", "KILL", "--", command, ...args], {
+      stdio: ["ignore", fd, fd],
+      detached: false,
+    });
+  } finally {
+    closeSync(fd);
+  }
+  const pid = child.pid;
+  if (pid === undefined) {
+    throw new HrError("PROCESS_SPAWN_FAILED", `cannot start ${command}`, {
+      hint: `check that ${command} and ${SETPRIV} (util-linux) are installed: npm run setup`,
+    });
+  }
+  let running = true;
+  const exited = new Promise<ExitStatus>((resolve) => {
+    child.once("exit", (code, signal) => {
+      running = false;
+      resolve({ code, signal });
+    });
+    child.once("error", () => {
+      running = false;
+      resolve({ code: null, signal: null });
+    });
+  });
+
+  const handle: GuardedProcess = {
+    pid,
+    logFile,
+    exited,
+    isRunning: () => running,
+    kill(signal: NodeJS.Signals = "SIGKILL") {
+      if (!running) return;
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // already gone
+      }
+    },
+    async stop(graceMs = 2000) {
+      if (!running) return exited;
+      handle.kill("SIGTERM");
+      const timer = setTimeout(() => handle.kill("SIGKILL"), graceMs);
+      const status = await exited;
+      clearTimeout(timer);
+      return status;
+    },
+    async logTail(lines = 20) {
+      try {
+        const text = await readFile(logFile, "utf8");
+        return text.trimEnd().split("\n").slice(-lines).join("\n");
+      } catch (error) {
+        return `(no log: ${messageOf(error)})`;
+      }
+    },
+  };
+  return handle;
+}

@@ -1,0 +1,119 @@
+/**
+ * The one fixture for integration tests with real QEMU: a private state directory per test file,
+ * the real CLI run as a child process, and a cleanup that stops every process the test started,
+ * by PID (the daemon's, and any QEMU whose command line names this test's directory), even when
+ * the test failed.
+ */
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const BIN = join(ROOT, "bin", "hotrestore.js");
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export class Lab {
+  readonly home: string;
+
+  private constructor(home: string) {
+    this.home = home;
+  }
+
+  static async create(prefix = "hr-it-"): Promise<Lab> {
+    return new Lab(await mkdtemp(join(tmpdir(), prefix)));
+  }
+
+  env(): NodeJS.ProcessEnv {
+    return { ...process.env, HOTRESTORE_HOME: this.home };
+  }
+
+  async cli(args: string[], timeoutMs = 300_000): Promise<CliResult> {
+    return new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [BIN, ...args],
+        { env: this.env(), timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, cwd: ROOT },
+        (error, stdout, stderr) => {
+          const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+          resolve({ code, stdout, stderr });
+        },
+      );
+    });
+  }
+
+  async cliJson<T>(args: string[]): Promise<T> {
+    const result = await this.cli([...args, "--json"]);
+    if (result.code !== 0) throw new Error(`hotrestore ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
+    return JSON.parse(result.stdout) as T;
+  }
+
+  async writeSpec(spec: unknown): Promise<string> {
+    const path = join(this.home, "spec.json");
+    await writeFile(path, JSON.stringify(spec));
+    return path;
+  }
+
+  async daemonPid(): Promise<number | undefined> {
+    const text = await readFile(join(this.home, "daemon.pid"), "utf8").catch(() => "");
+    const pid = Number.parseInt(text, 10);
+    return Number.isFinite(pid) ? pid : undefined;
+  }
+
+  /** PIDs of live processes whose command line mentions this lab's directory (its QEMUs). */
+  async processes(): Promise<number[]> {
+    const pids: number[] = [];
+    for (const entry of await readdir("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+      if (cmdline.includes(this.home) && Number(entry) !== process.pid) {
+        const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+        if (!/\) Z /.test(stat)) pids.push(Number(entry));
+      }
+    }
+    return pids;
+  }
+
+  async waitNoProcesses(timeoutMs = 10_000): Promise<number[]> {
+    const deadline = Date.now() + timeoutMs;
+    let left = await this.processes();
+    while (left.length > 0 && Date.now() < deadline) {
+      await sleep(100);
+      left = await this.processes();
+    }
+    return left;
+  }
+
+  /** Stops everything this lab started, by PID, and removes its directory. */
+  async cleanup(): Promise<void> {
+    const daemon = await this.daemonPid();
+    if (daemon !== undefined) kill(daemon);
+    for (const pid of await this.processes()) kill(pid);
+    await this.waitNoProcesses(5_000);
+    await rm(this.home, { recursive: true, force: true });
+  }
+}
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
