@@ -10,10 +10,20 @@ export default tseslint.config(
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
-      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/no-floating-promises": [
+        "error",
+        {
+          allowForKnownSafeCalls: [
+            { from: "package", package: "node:test", name: ["describe", "it", "test", "suite"] },
+          ],
+        },
+      ],
       "@typescript-eslint/no-misused-promises": "error",
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
-      "@typescript-eslint/restrict-template-expressions": ["error", { allowNumber: true, allowBoolean: true }],
+      "@typescript-eslint/restrict-template-expressions": [
+        "error",
+        { allowNumber: true, allowBoolean: true },
+      ],
       "no-restricted-properties": [
         "error",
         { object: "process", property: "exit", message: "Only the CLI entry point may call process.exit" },
@@ -25,7 +35,13 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
   },
   {
-    files: ["src/cli/main.ts", "src/daemon/main.ts", "src/demo/main.ts", "src/bench/main.ts", "scripts/**/*.ts"],
+    files: [
+      "src/cli/main.ts",
+      "src/daemon/main.ts",
+      "src/demo/main.ts",
+      "src/bench/main.ts",
+      "scripts/**/*.ts",
+    ],
     rules: { "no-restricted-properties": "off" },
   },
 );

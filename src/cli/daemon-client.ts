@@ -54,9 +54,13 @@ export async function ensureDaemon(state = stateDir()): Promise<DaemonConnection
     if (connection) return connection;
     await sleep(100);
   }
-  throw new HrError("DAEMON_START_FAILED", `the daemon did not start within ${DAEMON_START_TIMEOUT_MS / 1000} s`, {
-    hint: `see ${join(state, "daemon.out")} and ${join(state, "daemon.log")}`,
-  });
+  throw new HrError(
+    "DAEMON_START_FAILED",
+    `the daemon did not start within ${DAEMON_START_TIMEOUT_MS / 1000} s`,
+    {
+      hint: `see ${join(state, "daemon.out")} and ${join(state, "daemon.log")}`,
+    },
+  );
 }
 
 /** One connection to the daemon; requests are correlated by id. */
@@ -104,6 +108,13 @@ export class DaemonConnection {
     }
     this.pending.delete(reply.id);
     if (reply.ok) call.resolve(reply.result);
-    else call.reject(new HrError(reply.error.code, reply.error.message, reply.error.hint ? { hint: reply.error.hint } : {}));
+    else
+      call.reject(
+        new HrError(
+          reply.error.code,
+          reply.error.message,
+          reply.error.hint ? { hint: reply.error.hint } : {},
+        ),
+      );
   }
 }

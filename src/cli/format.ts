@@ -2,7 +2,14 @@ import type { ClusterStatus } from "../cluster/cluster.ts";
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, col) => Math.max(...rows.map((row) => (row[col] ?? "").length))) ?? [];
-  return rows.map((row) => row.map((cell, col) => cell.padEnd(widths[col] ?? 0)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((row) =>
+      row
+        .map((cell, col) => cell.padEnd(widths[col] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 function human(bytes: number): string {
@@ -16,7 +23,14 @@ export function formatStatus(status: ClusterStatus): string {
   lines.push(
     table([
       ["VM", "STATE", "IP", "MEMORY", "VCPUS", "PID"],
-      ...status.vms.map((vm) => [vm.name, vm.state, vm.ip, `${vm.memoryMiB} MiB`, String(vm.vcpus), String(vm.pid ?? "-")]),
+      ...status.vms.map((vm) => [
+        vm.name,
+        vm.state,
+        vm.ip,
+        `${vm.memoryMiB} MiB`,
+        String(vm.vcpus),
+        String(vm.pid ?? "-"),
+      ]),
     ]),
   );
   if (status.traffic.length > 0) {
@@ -30,7 +44,8 @@ export function formatStatus(status: ClusterStatus): string {
   }
   for (const vm of status.vms) {
     if (!vm.workloads) continue;
-    for (const [id, stats] of Object.entries(vm.workloads)) lines.push(`${vm.name} ${id}: ${JSON.stringify(stats)}`);
+    for (const [id, stats] of Object.entries(vm.workloads))
+      lines.push(`${vm.name} ${id}: ${JSON.stringify(stats)}`);
   }
   return lines.join("\n");
 }

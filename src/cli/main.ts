@@ -13,7 +13,10 @@ import { connectDaemon, ensureDaemon, type DaemonConnection } from "./daemon-cli
 import { formatStatus } from "./format.ts";
 
 const program = new Command();
-program.name("hotrestore").description("Snapshot and restore whole clusters of QEMU VMs").showHelpAfterError();
+program
+  .name("hotrestore")
+  .description("Snapshot and restore whole clusters of QEMU VMs")
+  .showHelpAfterError();
 
 function progressPrinter(json: boolean) {
   return (note: { step: string; vm?: string; detail?: string }) => {
@@ -24,7 +27,10 @@ function progressPrinter(json: boolean) {
   };
 }
 
-async function withDaemon<T>(connection: DaemonConnection, work: (c: DaemonConnection) => Promise<T>): Promise<T> {
+async function withDaemon<T>(
+  connection: DaemonConnection,
+  work: (c: DaemonConnection) => Promise<T>,
+): Promise<T> {
   try {
     return await work(connection);
   } finally {
@@ -42,7 +48,9 @@ program
     try {
       doc = JSON.parse(await readFile(specPath, "utf8"));
     } catch (error) {
-      throw new HrError("SPEC_UNREADABLE", `${specPath}: ${messageOf(error)}`, { hint: "give a readable JSON spec" });
+      throw new HrError("SPEC_UNREADABLE", `${specPath}: ${messageOf(error)}`, {
+        hint: "give a readable JSON spec",
+      });
     }
     validateSpec(doc, specPath);
     const started = Date.now();
@@ -50,7 +58,10 @@ program
       c.request({ type: "up", spec: doc, source: specPath }, progressPrinter(Boolean(options.json))),
     )) as ClusterStatus;
     if (options.json) console.log(JSON.stringify({ ...status, upMs: Date.now() - started }));
-    else console.log(`${formatStatus(status)}\ncluster ${status.cluster} up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    else
+      console.log(
+        `${formatStatus(status)}\ncluster ${status.cluster} up in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      );
   });
 
 program
@@ -79,7 +90,8 @@ program
   .option("--timeout <ms>", "kill the command after this many milliseconds", (v) => Number.parseInt(v, 10))
   .action(async (vm: string, words: string[], options: { timeout?: number }) => {
     const connection = await connectDaemon();
-    if (!connection) throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
+    if (!connection)
+      throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
     const reply = (await withDaemon(connection, (c) =>
       c.request({
         type: "exec",

@@ -59,7 +59,9 @@ export class Cluster {
     this.dir = options.dir;
     this.log = options.log;
     this.switch = sw;
-    this.vms = new Map(spec.vms.map((vm) => [vm.name, new Vm(vm, join(options.dir, "vms", vm.name), options.log)]));
+    this.vms = new Map(
+      spec.vms.map((vm) => [vm.name, new Vm(vm, join(options.dir, "vms", vm.name), options.log)]),
+    );
   }
 
   /** Boots every VM in parallel and starts the workloads. On any failure stops everything it started. */
@@ -129,7 +131,7 @@ export class Cluster {
       cluster: this.spec.name,
       accel: this.accel,
       vms,
-      traffic: this.switch.traffic(),
+      traffic: this.switch.traffic().filter((pair) => pair.to !== "*"),
       flows: this.switch.flows(),
     };
   }
@@ -146,9 +148,13 @@ export class Cluster {
       try {
         await vm.agent.spawn(launch.command);
       } catch (error) {
-        throw new HrError("WORKLOAD_START_FAILED", `VM ${launch.vm}: cannot start workload ${launch.id}: ${messageOf(error)}`, {
-          cause: error,
-        });
+        throw new HrError(
+          "WORKLOAD_START_FAILED",
+          `VM ${launch.vm}: cannot start workload ${launch.id}: ${messageOf(error)}`,
+          {
+            cause: error,
+          },
+        );
       }
     }
   }

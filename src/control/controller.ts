@@ -41,7 +41,10 @@ export class Controller {
   async execute(raw: unknown, progress: (note: Progress) => void = () => undefined): Promise<unknown> {
     const parsed = actionSchema.safeParse(raw);
     if (!parsed.success) {
-      throw new HrError("ACTION_INVALID", `invalid request: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
+      throw new HrError(
+        "ACTION_INVALID",
+        `invalid request: ${parsed.error.issues.map((i) => i.message).join("; ")}`,
+      );
     }
     const action: Action = parsed.data;
     switch (action.type) {
@@ -81,7 +84,9 @@ export class Controller {
 
   private requireCluster(): Cluster {
     if (!this.cluster) {
-      throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "start one with: hotrestore up <spec.json>" });
+      throw new HrError("NO_CLUSTER", "no cluster is running", {
+        hint: "start one with: hotrestore up <spec.json>",
+      });
     }
     return this.cluster;
   }

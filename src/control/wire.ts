@@ -48,7 +48,8 @@ export class LineDecoder {
       }
       newline = this.pending.indexOf("\n");
     }
-    if (this.pending.length > MAX_LINE) throw new HrError("CONTROL_PROTOCOL", "control socket: line too long");
+    if (this.pending.length > MAX_LINE)
+      throw new HrError("CONTROL_PROTOCOL", "control socket: line too long");
     return out;
   }
 }

@@ -32,7 +32,8 @@ async function exit(code: number, why: string): Promise<void> {
 }
 
 const server = await listenControl(socketPath, controller, log, (action) => {
-  const type = typeof action === "object" && action !== null ? (action as { type?: unknown }).type : undefined;
+  const type =
+    typeof action === "object" && action !== null ? (action as { type?: unknown }).type : undefined;
   // The daemon lives as long as a cluster does: after `down` (or a failed `up`) it leaves.
   if ((type === "down" || type === "up") && !controller.hasCluster) {
     setTimeout(() => void exit(0, `no cluster after ${String(type)}`), 100);

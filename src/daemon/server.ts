@@ -30,7 +30,12 @@ export async function listenControl(
   return server;
 }
 
-function serve(socket: Socket, controller: Controller, log: Logger, afterReply: (action: unknown) => void): void {
+function serve(
+  socket: Socket,
+  controller: Controller,
+  log: Logger,
+  afterReply: (action: unknown) => void,
+): void {
   const decoder = new LineDecoder();
   const send = (reply: Reply): void => {
     if (!socket.destroyed) socket.write(encodeLine(reply));
@@ -72,6 +77,6 @@ function serve(socket: Socket, controller: Controller, log: Logger, afterReply: 
 }
 
 function summarize(action: unknown): unknown {
-  if (typeof action === "object" && action !== null && "type" in action) return (action as { type: unknown }).type;
+  if (typeof action === "object" && action !== null && "type" in action) return action.type;
   return action;
 }

@@ -41,7 +41,8 @@ export interface ArpPacket {
 
 export function parseArp(packet: Buffer): ArpPacket | undefined {
   if (packet.length < ARP_LENGTH) return undefined;
-  if (packet.readUInt16BE(HTYPE_OFFSET) !== 1 || packet.readUInt16BE(PTYPE_OFFSET) !== 0x0800) return undefined;
+  if (packet.readUInt16BE(HTYPE_OFFSET) !== 1 || packet.readUInt16BE(PTYPE_OFFSET) !== 0x0800)
+    return undefined;
   if (packet.readUInt8(HLEN_OFFSET) !== 6 || packet.readUInt8(PLEN_OFFSET) !== 4) return undefined;
   return {
     operation: packet.readUInt16BE(OPER_OFFSET),

@@ -82,7 +82,10 @@ export function writeEthernet(fields: EthernetFields, payload: Uint8Array): Buff
   } else {
     const { priority, dropEligible, id } = fields.vlan;
     frame.writeUInt16BE(ETHERTYPE_VLAN, ETHERTYPE_OFFSET);
-    frame.writeUInt16BE(((priority & 0x7) << 13) | (dropEligible ? 0x1000 : 0) | (id & 0x0fff), VLAN_TCI_OFFSET);
+    frame.writeUInt16BE(
+      ((priority & 0x7) << 13) | (dropEligible ? 0x1000 : 0) | (id & 0x0fff),
+      VLAN_TCI_OFFSET,
+    );
     frame.writeUInt16BE(fields.etherType, VLAN_ETHERTYPE_OFFSET);
   }
   frame.set(payload, headerLength);

@@ -125,7 +125,8 @@ export class FlowTable {
 
   observe(segment: FlowSegment, t: number): FlowObservation {
     const key = flowKey(segment.srcIp, segment.srcPort, segment.dstIp, segment.dstPort);
-    const direction: Direction = `${segment.srcIp}:${segment.srcPort}` <= `${segment.dstIp}:${segment.dstPort}` ? "ab" : "ba";
+    const direction: Direction =
+      `${segment.srcIp}:${segment.srcPort}` <= `${segment.dstIp}:${segment.dstPort}` ? "ab" : "ba";
     let flow = this.#flows.get(key);
     const newFlow = flow === undefined;
     if (flow === undefined) {

@@ -13,7 +13,7 @@ import { ByteQueue } from "./byte-queue.ts";
  * Decoder state machine:
  *
  *   LENGTH --(4 bytes buffered; N <= MAX_FRAME_LENGTH)--> FRAME --(N bytes buffered)--> LENGTH
- *   LENGTH --(N > MAX_FRAME_LENGTH)--> FAILED (throws FRAME_TOO_LARGE; every later push throws)
+ *   LENGTH --(N > MAX_FRAME_LENGTH)--> FAILED (throws FRAME_TOO_LARGE; every later decode throws)
  *
  * The limit is QEMU's own receive buffer (NET_BUFSIZE = 4096 + 65536): QEMU never sends more,
  * so a larger length means a broken or hostile peer, and its port should be disconnected.
@@ -44,19 +44,19 @@ export class FrameDecoder {
   }
 
   /**
-   * Feeds received bytes and returns every frame they complete, in order. Throws HrError
-   * FRAME_TOO_LARGE on an oversized length; the decoder is then FAILED and refuses more input.
-   * Returned frames may share memory with the pushed chunks.
+   * Feeds received bytes and calls `onFrame` for every frame they complete, in order, as soon as
+   * each is complete. Throws HrError FRAME_TOO_LARGE on an oversized length (frames before it in
+   * the same chunk have been handed out already); the decoder is then FAILED and refuses more
+   * input with FRAME_DECODER_FAILED. Frames may share memory with the pushed chunks.
    */
-  push(chunk: Buffer): Buffer[] {
+  decode(chunk: Buffer, onFrame: (frame: Buffer) => void): void {
     if (this.#state === "FAILED") {
       throw new HrError("FRAME_DECODER_FAILED", "frame decoder already failed on a protocol error");
     }
     this.#queue.push(chunk);
-    const frames: Buffer[] = [];
     for (;;) {
       if (this.#state === "LENGTH") {
-        if (this.#queue.length < LENGTH_SIZE) return frames;
+        if (this.#queue.length < LENGTH_SIZE) return;
         const length = this.#queue.consume(LENGTH_SIZE).readUInt32BE(0);
         if (length > this.#maxFrameLength) {
           this.#state = "FAILED";
@@ -70,11 +70,19 @@ export class FrameDecoder {
         this.#frameLength = length;
         this.#state = "FRAME";
       } else {
-        if (this.#queue.length < this.#frameLength) return frames;
-        frames.push(this.#queue.consume(this.#frameLength));
+        if (this.#queue.length < this.#frameLength) return;
+        const frame = this.#queue.consume(this.#frameLength);
         this.#state = "LENGTH";
+        onFrame(frame);
       }
     }
+  }
+
+  /** `decode`, collecting the frames into an array. */
+  push(chunk: Buffer): Buffer[] {
+    const frames: Buffer[] = [];
+    this.decode(chunk, (frame) => frames.push(frame));
+    return frames;
   }
 }
 

@@ -118,14 +118,18 @@ export function writeIpv4(fields: Ipv4Fields, payload: Uint8Array): Buffer {
   const options = fields.options ?? new Uint8Array(0);
   const fragmentOffset = fields.fragmentOffset ?? 0;
   if (options.length % 4 !== 0 || options.length > MAX_HEADER_LENGTH - MIN_HEADER_LENGTH) {
-    throw new HrError("IPV4_INVALID", `IPv4 options must be a multiple of 4 bytes up to 40, got ${options.length}`);
+    throw new HrError(
+      "IPV4_INVALID",
+      `IPv4 options must be a multiple of 4 bytes up to 40, got ${options.length}`,
+    );
   }
   if (fragmentOffset % 8 !== 0 || fragmentOffset > 0x1fff * 8) {
     throw new HrError("IPV4_INVALID", `bad IPv4 fragment offset ${fragmentOffset}`);
   }
   const headerLength = MIN_HEADER_LENGTH + options.length;
   const totalLength = headerLength + payload.length;
-  if (totalLength > 0xffff) throw new HrError("IPV4_INVALID", `IPv4 packet of ${totalLength} bytes is too long`);
+  if (totalLength > 0xffff)
+    throw new HrError("IPV4_INVALID", `IPv4 packet of ${totalLength} bytes is too long`);
   const packet = Buffer.alloc(totalLength);
   packet.writeUInt8(0x40 | (headerLength / 4), VERSION_IHL_OFFSET);
   packet.writeUInt8(fields.tos ?? 0, TOS_OFFSET);

@@ -1,4 +1,10 @@
-import { ETHERTYPE_IPV4, parseEthernet, writeEthernet, type EthernetFrame, type VlanTag } from "./ethernet.ts";
+import {
+  ETHERTYPE_IPV4,
+  parseEthernet,
+  writeEthernet,
+  type EthernetFrame,
+  type VlanTag,
+} from "./ethernet.ts";
 import { isUnfragmented, parseIpv4, PROTOCOL_TCP, writeIpv4, type Ipv4Packet } from "./ipv4.ts";
 import { parseTcp, writeTcp, type TcpSegment } from "./tcp.ts";
 
@@ -68,5 +74,8 @@ export function buildTcpFrame(fields: TcpFrameFields, payload: Uint8Array = new 
     },
     segment,
   );
-  return writeEthernet({ dst: fields.dstMac, src: fields.srcMac, etherType: ETHERTYPE_IPV4, vlan: fields.vlan }, packet);
+  return writeEthernet(
+    { dst: fields.dstMac, src: fields.srcMac, etherType: ETHERTYPE_IPV4, vlan: fields.vlan },
+    packet,
+  );
 }

@@ -133,7 +133,10 @@ export interface TcpFields {
 export function writeTcp(fields: TcpFields, payload: Uint8Array): Buffer {
   const options = fields.options ?? new Uint8Array(0);
   if (options.length % 4 !== 0 || options.length > MAX_HEADER_LENGTH - MIN_HEADER_LENGTH) {
-    throw new HrError("TCP_INVALID", `TCP options must be a multiple of 4 bytes up to 40, got ${options.length}`);
+    throw new HrError(
+      "TCP_INVALID",
+      `TCP options must be a multiple of 4 bytes up to 40, got ${options.length}`,
+    );
   }
   const headerLength = MIN_HEADER_LENGTH + options.length;
   const segment = Buffer.alloc(headerLength + payload.length);

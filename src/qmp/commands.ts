@@ -163,7 +163,7 @@ export interface BlockInfo {
   type: string;
   removable: boolean;
   locked: boolean;
-  "tray_open"?: boolean;
+  tray_open?: boolean;
   "io-status"?: "ok" | "failed" | "nospace";
   inserted?: { file: string; "node-name"?: string; ro: boolean; drv: string; backing_file?: string };
 }

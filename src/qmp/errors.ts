@@ -10,12 +10,7 @@ import { HrError } from "../util/errors.ts";
  * - QMP_CLOSED: the connection is gone (peer closed, socket error, protocol error, or close()).
  */
 export type QmpErrorCode =
-  | "QMP_CONNECT_FAILED"
-  | "QMP_PROTOCOL"
-  | "QMP_ENCODE"
-  | "QMP_COMMAND_FAILED"
-  | "QMP_TIMEOUT"
-  | "QMP_CLOSED";
+  "QMP_CONNECT_FAILED" | "QMP_PROTOCOL" | "QMP_ENCODE" | "QMP_COMMAND_FAILED" | "QMP_TIMEOUT" | "QMP_CLOSED";
 
 export function qmpError(
   code: QmpErrorCode,

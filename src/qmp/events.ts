@@ -12,7 +12,7 @@ export interface WaitForEventOptions<N extends string = string> {
 interface Waiter {
   name: string;
   accept: (event: QmpEvent) => boolean;
-  reject: (error: unknown) => void;
+  reject: (error: Error) => void;
 }
 
 /**
@@ -36,7 +36,7 @@ export class EventHub {
   wait<N extends string>(name: N, options: WaitForEventOptions<N>): Promise<QmpEvent<N>> {
     const promise = new Promise<QmpEvent<N>>((resolve, reject) => {
       if (this.#closedBy !== undefined) return reject(closedError(name, this.#closedBy));
-      if (options.signal?.aborted === true) return reject(options.signal.reason);
+      if (options.signal?.aborted === true) return reject(abortError(options.signal));
       const settle = (): void => {
         clearTimeout(timer);
         options.signal?.removeEventListener("abort", onAbort);
@@ -59,7 +59,7 @@ export class EventHub {
       const timer = setTimeout(() => {
         waiter.reject(qmpError("QMP_TIMEOUT", `no ${name} event within ${options.timeoutMs} ms`));
       }, options.timeoutMs);
-      const onAbort = (): void => waiter.reject(options.signal?.reason);
+      const onAbort = (): void => waiter.reject(abortError(options.signal));
       options.signal?.addEventListener("abort", onAbort, { once: true });
       this.#waiters.add(waiter);
     });
@@ -84,7 +84,7 @@ export class EventHub {
       try {
         waiter.accept(event);
       } catch (error) {
-        waiter.reject(error);
+        waiter.reject(error instanceof Error ? error : new Error(String(error)));
       }
     }
   }
@@ -95,6 +95,11 @@ export class EventHub {
     this.#closedBy = reason;
     for (const waiter of [...this.#waiters]) waiter.reject(closedError(waiter.name, reason));
   }
+}
+
+function abortError(signal: AbortSignal | undefined): Error {
+  const reason: unknown = signal?.reason;
+  return reason instanceof Error ? reason : new Error(`aborted: ${String(reason)}`);
 }
 
 function closedError(name: string, reason: HrError): HrError {

@@ -107,7 +107,7 @@ export class LineDecoder {
 /** Line decoder plus envelope parsing: bytes in, typed server messages out. Fails for good on error. */
 export class QmpDecoder {
   readonly #lines: LineDecoder;
-  #failure: unknown;
+  #failure: Error | undefined;
 
   constructor(maxMessageBytes: number = MAX_MESSAGE_BYTES) {
     this.#lines = new LineDecoder(maxMessageBytes);
@@ -120,8 +120,8 @@ export class QmpDecoder {
         if (line.trim() !== "") onMessage(parseServerMessage(line));
       });
     } catch (error) {
-      this.#failure = error;
-      throw error;
+      this.#failure = error instanceof Error ? error : new Error(String(error));
+      throw this.#failure;
     }
   }
 }
@@ -158,7 +158,12 @@ export function parseServerMessage(line: string): QmpServerMessage {
 
 function checkGreeting(value: Record<string, unknown>, line: string): QmpGreeting {
   const qmp = value.QMP;
-  if (isRecord(qmp) && isRecord(qmp.version) && isRecord(qmp.version.qemu) && Array.isArray(qmp.capabilities)) {
+  if (
+    isRecord(qmp) &&
+    isRecord(qmp.version) &&
+    isRecord(qmp.version.qemu) &&
+    Array.isArray(qmp.capabilities)
+  ) {
     const { major, minor, micro } = qmp.version.qemu;
     const numeric = typeof major === "number" && typeof minor === "number" && typeof micro === "number";
     if (numeric) return value as unknown as QmpGreeting;

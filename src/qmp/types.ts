@@ -84,7 +84,7 @@ export interface QmpEvent<N extends string = string> {
 /** What the client writes: `{"execute": ..., "arguments": ..., "id": ...}`. */
 export interface QmpCommandMessage {
   execute: string;
-  arguments?: Record<string, unknown> | undefined;
+  arguments?: object | undefined;
   id: number | string;
 }
 

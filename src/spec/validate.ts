@@ -61,7 +61,8 @@ export function validateSpec(doc: unknown, source = "spec", options: ValidateOpt
 
   input.vms.forEach((vm, index) => {
     const seen = names.get(vm.name);
-    if (seen !== undefined) problems.push(`vms[${index}].name: duplicate name '${vm.name}' (also vms[${seen}])`);
+    if (seen !== undefined)
+      problems.push(`vms[${index}].name: duplicate name '${vm.name}' (also vms[${seen}])`);
     else names.set(vm.name, index);
     if (vm.workload !== undefined && vm.workloads !== undefined) {
       problems.push(`vms[${index}]: give either 'workload' or 'workloads', not both`);
@@ -70,7 +71,9 @@ export function validateSpec(doc: unknown, source = "spec", options: ValidateOpt
     const value = ipToInt(vm.ip);
     const host = value - base;
     if (host < 2 || host > 254) {
-      problems.push(`vms[${index}].ip: ${vm.ip} is not a usable host address of ${input.subnet} (.2 to .254)`);
+      problems.push(
+        `vms[${index}].ip: ${vm.ip} is not a usable host address of ${input.subnet} (.2 to .254)`,
+      );
     }
     const other = taken.get(vm.ip);
     if (other !== undefined) problems.push(`vms[${index}].ip: duplicate IP ${vm.ip} (also vms[${other}])`);
@@ -82,7 +85,8 @@ export function validateSpec(doc: unknown, source = "spec", options: ValidateOpt
     workloads.forEach((workload, w) => {
       if (workload.kind !== "tcp-stream") return;
       const field = vm.workloads ? `vms[${index}].workloads[${w}].to` : `vms[${index}].workload.to`;
-      if (!names.has(workload.to)) problems.push(`${field}: unknown peer '${workload.to}' (no VM has that name)`);
+      if (!names.has(workload.to))
+        problems.push(`${field}: unknown peer '${workload.to}' (no VM has that name)`);
       else if (workload.to === vm.name) problems.push(`${field}: a VM cannot stream to itself`);
     });
     workloads.forEach((workload, w) => {

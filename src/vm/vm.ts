@@ -14,7 +14,8 @@ import { spawnGuarded, type GuardedProcess } from "./process.ts";
  * One running VM: its QEMU process, its QMP connection and its in-guest agent.
  * State files live in `dir` (sockets, console log, QEMU's own log).
  */
-export type VmState = "starting" | "booting" | "running" | "paused" | "stopped" | "failed" | string;
+/** Our own view before QEMU answers: "starting", "booting", "running", "stopped", "failed". */
+export type VmState = string;
 
 export interface VmStartOptions {
   accel: Accel;
@@ -59,7 +60,8 @@ export class Vm {
   }
 
   get agent(): AgentClient {
-    if (!this.agentClient) throw new HrError("VM_NOT_RUNNING", `VM ${this.spec.name} has no agent connection`);
+    if (!this.agentClient)
+      throw new HrError("VM_NOT_RUNNING", `VM ${this.spec.name} has no agent connection`);
     return this.agentClient;
   }
 
@@ -107,7 +109,9 @@ export class Vm {
       })
       .catch(() => undefined);
     try {
-      this.qmpClient = await this.raceExit(QmpClient.connect(qmpSocket, { timeoutMs: QMP_CONNECT_TIMEOUT_MS }));
+      this.qmpClient = await this.raceExit(
+        QmpClient.connect(qmpSocket, { timeoutMs: QMP_CONNECT_TIMEOUT_MS }),
+      );
       this.agentClient = await this.raceExit(AgentClient.connect(agentSocket, { timeoutMs: 5_000 }));
     } catch (error) {
       throw await this.failure("start", error);
@@ -138,7 +142,7 @@ export class Vm {
   async stop(): Promise<void> {
     this.stopping = true;
     const proc = this.proc;
-    this.agentClient?.close();
+    await this.agentClient?.close().catch(() => undefined);
     if (proc?.isRunning() && this.qmpClient) {
       await this.qmpClient.execute("quit", undefined, { timeoutMs: 1_000 }).catch(() => undefined);
     }
@@ -165,9 +169,13 @@ export class Vm {
   private async failure(step: string, error: unknown): Promise<HrError> {
     const tail = this.proc ? await this.proc.logTail(5) : "";
     const detail = tail.trim() === "" ? "" : `\nQEMU said:\n${tail}`;
-    return new HrError("VM_START_FAILED", `VM ${this.spec.name}: ${step} failed: ${messageOf(error)}${detail}`, {
-      cause: error,
-      hint: `see ${this.consoleLog} and ${join(this.dir, "qemu.log")}`,
-    });
+    return new HrError(
+      "VM_START_FAILED",
+      `VM ${this.spec.name}: ${step} failed: ${messageOf(error)}${detail}`,
+      {
+        cause: error,
+        hint: `see ${this.consoleLog} and ${join(this.dir, "qemu.log")}`,
+      },
+    );
   }
 }

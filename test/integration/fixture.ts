@@ -51,7 +51,8 @@ export class Lab {
 
   async cliJson<T>(args: string[]): Promise<T> {
     const result = await this.cli([...args, "--json"]);
-    if (result.code !== 0) throw new Error(`hotrestore ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
+    if (result.code !== 0)
+      throw new Error(`hotrestore ${args.join(" ")} failed (${result.code}): ${result.stderr}`);
     return JSON.parse(result.stdout) as T;
   }
 

@@ -10,7 +10,8 @@ function refused(doc: unknown, ...fragments: string[]): void {
     () => validateSpec(doc, "lab.json", host),
     (error: unknown) => {
       assert.ok(isHrError(error, "SPEC_INVALID"), `expected SPEC_INVALID, got ${String(error)}`);
-      for (const fragment of fragments) assert.match(error.message, new RegExp(fragment.replace(/[[\]().]/g, "\\$&")));
+      for (const fragment of fragments)
+        assert.match(error.message, new RegExp(fragment.replace(/[[\]().]/g, "\\$&")));
       return true;
     },
   );
@@ -45,7 +46,13 @@ describe("cluster spec validation", () => {
 
   it("skips addresses given explicitly when assigning", () => {
     const spec = validateSpec(
-      { name: "x", vms: [{ name: "a", memoryMiB: 128 }, { name: "b", memoryMiB: 128, ip: "10.0.0.2" }] },
+      {
+        name: "x",
+        vms: [
+          { name: "a", memoryMiB: 128 },
+          { name: "b", memoryMiB: 128, ip: "10.0.0.2" },
+        ],
+      },
       "x",
       host,
     );
@@ -57,7 +64,13 @@ describe("cluster spec validation", () => {
 
   it("refuses duplicate names and IPs, naming the field", () => {
     refused(
-      { name: "lab", vms: [{ name: "a", memoryMiB: 128 }, { name: "a", memoryMiB: 128 }] },
+      {
+        name: "lab",
+        vms: [
+          { name: "a", memoryMiB: 128 },
+          { name: "a", memoryMiB: 128 },
+        ],
+      },
       "vms[1].name: duplicate name 'a'",
     );
     refused(
@@ -74,11 +87,17 @@ describe("cluster spec validation", () => {
 
   it("refuses unknown peers and streams to self", () => {
     refused(
-      { name: "lab", vms: [{ name: "a", memoryMiB: 128, workload: { kind: "tcp-stream", to: "zz", port: 1 } }] },
+      {
+        name: "lab",
+        vms: [{ name: "a", memoryMiB: 128, workload: { kind: "tcp-stream", to: "zz", port: 1 } }],
+      },
       "vms[0].workload.to: unknown peer 'zz'",
     );
     refused(
-      { name: "lab", vms: [{ name: "a", memoryMiB: 128, workload: { kind: "tcp-stream", to: "a", port: 1 } }] },
+      {
+        name: "lab",
+        vms: [{ name: "a", memoryMiB: 128, workload: { kind: "tcp-stream", to: "a", port: 1 } }],
+      },
       "to itself",
     );
   });

@@ -1,0 +1,117 @@
+/**
+ * `npm run bench [-- <suite>] [--reps N]` — benchmarks, on real VMs. Results are printed as a table
+ * and written as JSON to bench-results/<suite>-<time>.json:
+ *   { suite, startedAt, host: {cpus, memMiB, kernel, node}, accel, results: [...] }
+ * Suites today: boot (time from `hotrestore up` to every VM ready, 1, 2 and 4 VMs of 256 MiB).
+ */
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, release, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { median } from "../metrics/stats.ts";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const BIN = join(ROOT, "bin", "hotrestore.js");
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+async function cli(home: string, args: string[]): Promise<Run> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { env: { ...process.env, HOTRESTORE_HOME: home }, maxBuffer: 64 << 20, timeout: 600_000 },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
+        resolve({ code, stdout, stderr, ms: performance.now() - started });
+      },
+    );
+  });
+}
+
+interface BootResult {
+  vms: number;
+  memoryMiB: number;
+  accel: string;
+  upMs: number[];
+  medianMs: number;
+  minMs: number;
+  maxMs: number;
+}
+
+async function bootSuite(reps: number): Promise<BootResult[]> {
+  const results: BootResult[] = [];
+  for (const count of [1, 2, 4]) {
+    const times: number[] = [];
+    let accel = "?";
+    for (let rep = 0; rep < reps; rep += 1) {
+      const home = await mkdtemp(join(tmpdir(), "hr-bench-"));
+      try {
+        const spec = {
+          name: "bench",
+          vms: Array.from({ length: count }, (_, i) => ({ name: `vm${i}`, memoryMiB: 256 })),
+        };
+        const specPath = join(home, "spec.json");
+        await writeFile(specPath, JSON.stringify(spec));
+        const up = await cli(home, ["up", specPath, "--json"]);
+        if (up.code !== 0) throw new Error(`up failed: ${up.stderr}`);
+        accel = (JSON.parse(up.stdout) as { accel: string }).accel;
+        times.push(Math.round(up.ms));
+        process.stderr.write(`  boot ${count} VM(s) rep ${rep + 1}: ${Math.round(up.ms)} ms (${accel})\n`);
+      } finally {
+        await cli(home, ["down"]);
+        await rm(home, { recursive: true, force: true });
+      }
+    }
+    results.push({
+      vms: count,
+      memoryMiB: 256,
+      accel,
+      upMs: times,
+      medianMs: median(times),
+      minMs: Math.min(...times),
+      maxMs: Math.max(...times),
+    });
+  }
+  return results;
+}
+
+const args = process.argv.slice(2);
+const repsIndex = args.indexOf("--reps");
+const reps = repsIndex >= 0 ? Number.parseInt(args[repsIndex + 1] ?? "3", 10) : 3;
+const suite = args.find((arg, i) => !arg.startsWith("--") && args[i - 1] !== "--reps") ?? "all";
+const suites: Record<string, (reps: number) => Promise<unknown[]>> = { boot: bootSuite };
+const chosen = suite === "all" ? Object.keys(suites) : [suite];
+
+for (const name of chosen) {
+  const run = suites[name];
+  if (!run) {
+    process.stderr.write(`unknown suite '${name}'; suites: ${Object.keys(suites).join(", ")}, all\n`);
+    process.exit(2);
+  }
+  const startedAt = new Date().toISOString();
+  const results = await run(reps);
+  const doc = {
+    suite: name,
+    startedAt,
+    host: {
+      cpus: cpus().length,
+      memMiB: Math.round(totalmem() / 1048576),
+      kernel: release(),
+      node: process.version,
+    },
+    results,
+  };
+  await mkdir(join(ROOT, "bench-results"), { recursive: true });
+  const file = join(ROOT, "bench-results", `${name}-${startedAt.replaceAll(":", "-")}.json`);
+  await writeFile(file, JSON.stringify(doc, null, 2));
+  console.table(results);
+  console.log(`results: ${file}`);
+}
