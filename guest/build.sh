@@ -36,9 +36,12 @@ die() {
   echo "build.sh: $*" >&2
   exit 1
 }
+trap 'echo "build.sh: command failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 [ -d "$kpkg/lib/modules" ] || die "$kpkg has no lib/modules: not an extracted kernel package"
-kver=$(ls "$kpkg/lib/modules" | head -n 1)
+kernel_dirs=("$kpkg"/lib/modules/*)
+[ -d "${kernel_dirs[0]}" ] || die "$kpkg/lib/modules is empty"
+kver=${kernel_dirs[0]##*/}
 moddir=$kpkg/lib/modules/$kver
 vmlinuz=$kpkg/boot/vmlinuz-$kver
 [ -f "$vmlinuz" ] || die "no $vmlinuz"
@@ -82,7 +85,7 @@ module_field() { # module_field FILE FIELD -> value of FIELD= in the .modinfo st
     *.ko.zst) zstd -dcq "$file" ;;
     *.ko.gz) gzip -dc "$file" ;;
     *) cat "$file" ;;
-  esac | tr '\0' '\n' | { grep -a "^$field=" || true; } | head -n 1 | cut -d= -f2-
+  esac | tr '\0' '\n' | sed -n "s/^$field=//p" | sed -n 1p # (no early exit: pipefail + SIGPIPE)
 }
 
 order=() # filled by add_module: dependencies first
@@ -146,7 +149,7 @@ json_list() {
 }
 kpkg_name=$(cat "$kpkg/.package" 2>/dev/null || echo "linux-image-$kver")
 kpkg_version=$(cat "$kpkg/.version" 2>/dev/null || echo unknown)
-busybox_version=$("$busybox" 2>&1 | head -n 1 | sed -n 's/^BusyBox \(v[^ ]*\).*/\1/p')
+busybox_version=$("$busybox" 2>&1 | sed -n '1s/^BusyBox \(v[^ ]*\).*/\1/p' || true)
 cat >"$out/guest.json" <<EOF
 {
   "format": 1,

@@ -11,9 +11,10 @@
 #   guest  the guest image, built by guest/build.sh when the hash of guest/ + this script differs
 #          from the one recorded in guest.json
 # Cache ($CACHE = ${HOTRESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hotrestore}):
-#   kernel-pkg/                  extracted kernel package (+ .package, .version)
-#   images/<hash>/               a built image: vmlinuz, initramfs.cpio.gz, guest.json
-#   guest -> images/<hash>       symlink swapped atomically (rename) after a complete build
+#   kernel-pkg/                  extracted kernel package (+ .package, .version); pinned once
+#                                downloaded: delete it to move to a newer Debian kernel
+#   images/<hash>-<time>-<pid>/  a built image: vmlinuz, initramfs.cpio.gz, guest.json
+#   guest -> images/<that>       symlink swapped atomically (rename) after a complete build
 #   .setup.lock                  flock: concurrent setups wait for each other
 # Every failure prints `setup: step <name> failed: <what> — <how to fix>` and exits non-zero.
 set -euo pipefail
@@ -23,7 +24,7 @@ for arg in "$@"; do
   case "$arg" in
     --quiet | -q) quiet=1 ;;
     -h | --help)
-      sed -n '2,22p' "${BASH_SOURCE[0]}"
+      awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *)
@@ -99,7 +100,7 @@ if [ -f "$repo/package-lock.json" ]; then
     work "npm ci"
     command -v npm >/dev/null 2>&1 || { fail "npm not found" "install Node.js 20 or later"; }
     if ! (cd "$repo" && npm ci --no-audit --no-fund --loglevel=error); then
-        fail "npm ci" "read npm's message above; check access to the npm registry"
+      fail "npm ci" "read npm's message above; check access to the npm registry"
     fi
   else
     say "node_modules up to date"
@@ -171,10 +172,11 @@ if [ "$current_hash" != "$inputs_hash" ] ||
     rm -rf "$staging"
     fail "guest/build.sh" "read its message above (needs gcc, libc6-dev, busybox-static)"
   fi
-  final=$cache/images/$inputs_hash
-  rm -rf "$final"
+  # A fresh name every build, so the link always flips between two complete images.
+  image_id=$inputs_hash-$(date +%s)-$$
+  final=$cache/images/$image_id
   mv "$staging" "$final"
-  ln -sfn "images/$inputs_hash" "$cache/.guest-link-$$"
+  ln -sfn "images/$image_id" "$cache/.guest-link-$$"
   if [ -d "$guest" ] && [ ! -L "$guest" ]; then rm -rf "$guest"; fi
   mv -T "$cache/.guest-link-$$" "$guest"
   # Older images are no longer referenced (a QEMU still using one keeps its open files).

@@ -32,9 +32,13 @@
  *
  * Host connection: while no host is connected to the QEMU chardev, the guest port reports POLLHUP
  * and read() returns 0. The agent then drops any half-read input and any queued output (they
- * belonged to the previous connection) and looks again every 100 ms. After a framing error (bad
- * length) it answers ERROR and ignores input until the host reconnects or the line is quiet for
- * 500 ms; a frame with a good length but a bad body gets an ERROR and the stream goes on.
+ * belonged to the previous connection) and looks again every 100 ms. A host that disconnects and
+ * reconnects between two looks goes unnoticed, so the stream also resynchronises in-band:
+ *  - a bad length gets ERROR id 0, then the agent skips input up to the next PING header
+ *    (00 00 00 05 05) and parses from there: a host's PINGs (AgentClient.waitReady) resync it;
+ *  - a frame still incomplete PARTIAL_FRAME_MS after its first byte (its writer died mid-frame)
+ *    is dropped the same way;
+ *  - a frame with a good length but a bad body gets ERROR with its id, and parsing goes on.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -63,7 +67,7 @@
 #define MAX_JOBS 64
 #define DRAIN_MS 100
 #define HUP_RETRY_MS 100
-#define DISCARD_QUIET_MS 500
+#define PARTIAL_FRAME_MS 10000
 
 enum msg_type {
   MSG_EXEC = 1,
@@ -404,8 +408,22 @@ static void reap_children(void) {
 /* ---------- input decoding ---------- */
 
 static struct buf in;          /* bytes received, not yet parsed */
-static int discarding;         /* after a framing error: ignore input */
-static int64_t last_input_at;  /* for leaving the discard state */
+static int resync;             /* after a framing error: skip to the next PING header */
+static int64_t partial_since;  /* when the first byte of the incomplete frame in `in` arrived */
+static const uint8_t ping_header[5] = {0, 0, 0, 5, MSG_PING};
+
+/* In resync mode: find a PING header in in[off..]. Returns the new offset (the header's, or the
+ * end of the buffer less a possible partial header) and leaves resync mode when found. */
+static size_t skip_to_ping(size_t off) {
+  for (size_t i = off; i + sizeof ping_header <= in.len; i++) {
+    if (memcmp(in.data + i, ping_header, sizeof ping_header) == 0) {
+      resync = 0;
+      return i;
+    }
+  }
+  size_t keep = sizeof ping_header - 1;
+  return in.len - off > keep ? in.len - keep : off;
+}
 
 static void handle_frame(uint8_t type, const uint8_t *p, size_t n) {
   uint32_t id = n >= 4 ? get_be32(p) : 0;
@@ -451,18 +469,24 @@ static void handle_frame(uint8_t type, const uint8_t *p, size_t n) {
 
 static void parse_input(void) {
   size_t off = 0;
-  while (!discarding && in.len - off >= 4) {
+  int completed = 0;
+  for (;;) {
+    if (resync) {
+      off = skip_to_ping(off);
+      if (resync) break;
+    }
+    if (in.len - off < 4) break;
     uint32_t len = get_be32(in.data + off);
     if (len == 0 || len > HR_FRAME_MAX) {
-      send_error(0, "bad frame length %u (allowed 1..%u); ignoring input until the host reconnects", len,
-                 HR_FRAME_MAX);
-      discarding = 1;
-      off = in.len;
-      break;
+      send_error(0, "bad frame length %u (allowed 1..%u); skipping input to the next PING", len, HR_FRAME_MAX);
+      resync = 1;
+      off += 1;
+      continue;
     }
     if (in.len - off - 4 < len) break;
     handle_frame(in.data[off + 4], in.data + off + 5, len - 1);
     off += 4 + (size_t)len;
+    completed = 1;
   }
   if (off == in.len) {
     in.len = 0;
@@ -471,6 +495,20 @@ static void parse_input(void) {
     memmove(in.data, in.data + off, in.len - off);
     in.len -= off;
   }
+  if (in.len == 0 || resync)
+    partial_since = 0;
+  else if (completed || partial_since == 0)
+    partial_since = now_ms();
+}
+
+/* A frame whose writer died mid-way never completes: give up on it and resync. */
+static void check_partial_frame(int64_t now) {
+  if (!partial_since || now - partial_since < PARTIAL_FRAME_MS) return;
+  send_error(0, "incomplete frame (%zu bytes) abandoned after %d ms; skipping input to the next PING", in.len,
+             PARTIAL_FRAME_MS);
+  in.len = 0;
+  partial_since = 0;
+  resync = 1;
 }
 
 /* Returns 1 when data was read, 0 when nothing is there, -1 on HUP / EOF. */
@@ -482,11 +520,8 @@ static int read_port(int port) {
     if (n > 0) {
       got = 1;
       host_connected = 1; /* data means a host is there: replies to it must not be dropped */
-      last_input_at = now_ms();
-      if (!discarding) {
-        buf_append(&in, chunk, (size_t)n);
-        parse_input();
-      }
+      buf_append(&in, chunk, (size_t)n);
+      parse_input();
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -590,7 +625,7 @@ int main(void) {
     } else if (hup_until < wake) {
       wake = hup_until;
     }
-    if (discarding && last_input_at + DISCARD_QUIET_MS < wake) wake = last_input_at + DISCARD_QUIET_MS;
+    if (partial_since && partial_since + PARTIAL_FRAME_MS < wake) wake = partial_since + PARTIAL_FRAME_MS;
     for (int i = 0; i < MAX_JOBS; i++) {
       struct job *j = &jobs[i];
       if (!j->used) continue;
@@ -629,7 +664,8 @@ int main(void) {
           host_connected = 0;
           out_clear();
           in.len = 0;
-          discarding = 0;
+          resync = 0;
+          partial_since = 0;
           hup_until = now + HUP_RETRY_MS;
         } else {
           host_connected = 1;
@@ -639,7 +675,7 @@ int main(void) {
       host_connected = 1; /* polled and not even HUP: a host is connected */
     }
 
-    if (discarding && now - last_input_at >= DISCARD_QUIET_MS) discarding = 0;
+    check_partial_frame(now);
 
     reap_children();
     for (int i = 0; i < MAX_JOBS; i++) {

@@ -10,8 +10,11 @@
  * burst once the agent runs: replies whose id is no longer pending are ignored.
  * Requests are correlated by id. Every pending call rejects with AGENT_CLOSED when the socket
  * closes, AGENT_TIMEOUT when its host-side timer fires (command timeout + margin), AGENT_PROTOCOL
- * when the stream is garbled (the client then closes itself: reconnect), AGENT_ERROR when the
- * agent answers ERROR.
+ * when the stream is garbled or the agent reports a framing error (ERROR id 0; the client then
+ * closes itself), AGENT_ERROR when the agent refuses one request.
+ * After AGENT_PROTOCOL: connect again and call waitReady(). The guest cannot always tell that the
+ * host reconnected (a quick close + open can fall between two of its looks), so after a framing
+ * error it skips input up to the next PING header: waitReady()'s PINGs bring it back in step.
  */
 import { connect as netConnect, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";

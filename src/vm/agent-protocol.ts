@@ -20,7 +20,9 @@
  *
  * FRAME_MAX is 16 MiB + 64: a RESULT with two full 8 MiB captures (the agent's cap) fits.
  * Decoder states: HEADER (need 4 bytes of length) → BODY (need `length` bytes) → HEADER …; any
- * violation moves it to FAILED for good (the stream cannot be resynchronised: reconnect).
+ * violation moves it to FAILED for good (the host side never resynchronises: reconnect). The agent
+ * does: after a bad length it answers ERROR id 0 and skips input up to the next PING header
+ * (00 00 00 05 05), and it drops a frame left incomplete for 10 s.
  * Versioning: there is none on the wire; a new message gets a new type number, and an old agent
  * answers an unknown type with ERROR, which callers can treat as "agent too old".
  */
