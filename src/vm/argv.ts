@@ -86,6 +86,9 @@ export function qemuArgv(vm: QemuVmConfig, paths: QemuPaths): string[] {
     "virtio-serial-pci,id=vser0",
     "-device",
     `virtserialport,id=agentport0,chardev=agent0,name=${AGENT_PORT_NAME}`,
+    // Entropy for the guest: without it mke2fs and TCP's ISN generation wait for the pool under TCG.
+    "-device",
+    "virtio-rng-pci,id=rng0",
   ];
   if (paths.netSocket !== undefined) {
     argv.push(
