@@ -68,7 +68,9 @@ export function workloadLaunches(vms: readonly VmSpec[]): WorkloadLaunch[] {
             vm: vm.name,
             id,
             kind: "mem",
-            command: `mkdir -p ${STATS_DIR}; exec hr-mem ${workload.mib} ${workload.hotPercent} ${statsFile(id)}`,
+            command: `mkdir -p ${STATS_DIR}; exec hr-mem ${workload.mib} ${workload.hotPercent} ${statsFile(id)}${
+              workload.touchesPerSec === undefined ? "" : ` ${workload.touchesPerSec}`
+            }`,
           });
           break;
         }

@@ -32,7 +32,9 @@ export const memWorkload = z.strictObject({
   /** How much memory the workload owns and touches, in MiB. */
   mib: z.number().int().min(1).max(16384),
   /** Percentage of that memory touched often (the rest is touched rarely). */
-  hotPercent: z.number().min(1).max(100).default(15),
+  hotPercent: z.number().int().min(1).max(100).default(15),
+  /** Pace in touches per second; unset = as fast as the vCPU goes. */
+  touchesPerSec: z.number().int().min(1).max(100_000_000).optional(),
 });
 
 export const workloadSchema = z.discriminatedUnion("kind", [commandWorkload, tcpStreamWorkload, memWorkload]);
