@@ -12,7 +12,7 @@ import { spawnGuarded } from "./process.ts";
  * Which accelerator really boots our guest here. `/dev/kvm` existing is not enough: on our
  * machines it is a nested PVM layer on which a stock kernel hangs in its decompressor. So KVM is
  * chosen only if a guest started with it reaches our /init's boot line within PROBE_TIMEOUT_MS.
- * The verdict is cached per (host kernel, guest image) in the cache directory.
+ * The verdict is cached per host kernel in the cache directory (the guest does not change it).
  * HOTRESTORE_ACCEL=kvm|tcg overrides the probe.
  */
 export const PROBE_TIMEOUT_MS = 15_000;
@@ -34,7 +34,7 @@ export async function chooseAccel(image: GuestImage, cache: string): Promise<Acc
   const file = join(cache, "accel.json");
   try {
     const cached = JSON.parse(await readFile(file, "utf8")) as AccelVerdict;
-    if (cached.hostKernel === release() && cached.guestHash === image.hash) return cached;
+    if (cached.hostKernel === release()) return cached;
   } catch {
     // no verdict yet
   }
