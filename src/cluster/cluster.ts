@@ -52,44 +52,66 @@ export class Cluster {
   readonly vms: Map<string, Vm>;
   private readonly dir: string;
   private readonly log: Logger;
+  private readonly options: ClusterOptions;
 
   private constructor(spec: ClusterSpec, options: ClusterOptions, sw: VirtualSwitch) {
     this.spec = spec;
     this.accel = options.accel;
     this.dir = options.dir;
     this.log = options.log;
+    this.options = options;
     this.switch = sw;
     this.vms = new Map(
       spec.vms.map((vm) => [vm.name, new Vm(vm, join(options.dir, "vms", vm.name), options.log)]),
     );
   }
 
-  /** Boots every VM in parallel and starts the workloads. On any failure stops everything it started. */
-  static async up(spec: ClusterSpec, options: ClusterOptions): Promise<Cluster> {
-    const progress = options.onProgress ?? (() => undefined);
+  /** Prepares an empty runtime (directory, switch, VM objects) without starting any QEMU. */
+  static async prepare(spec: ClusterSpec, options: ClusterOptions): Promise<Cluster> {
     await rm(options.dir, { recursive: true, force: true });
     await mkdir(join(options.dir, "switch"), { recursive: true, mode: 0o700 });
     const sw = new VirtualSwitch({ dir: join(options.dir, "switch") });
-    const cluster = new Cluster(spec, options, sw);
+    return new Cluster(spec, options, sw);
+  }
+
+  /** Boots every VM in parallel and starts the workloads. On any failure stops everything it started. */
+  static async up(spec: ClusterSpec, options: ClusterOptions): Promise<Cluster> {
+    const cluster = await Cluster.prepare(spec, options);
     try {
-      const hosts = spec.vms.map((vm) => `${vm.name}:${vm.ip}`).join(",");
-      await Promise.all(
-        [...cluster.vms.values()].map(async (vm) => {
-          const netSocket = await sw.addPort(vm.spec.name);
-          const disk = vm.spec.diskMiB === undefined ? undefined : await createDisk(vm.dir, vm.spec.diskMiB);
-          progress({ step: "boot", vm: vm.spec.name });
-          await vm.start({ accel: options.accel, image: options.image, netSocket, hosts, disk });
-          await vm.waitReady(BOOT_TIMEOUT_MS);
-          progress({ step: "ready", vm: vm.spec.name });
-        }),
-      );
-      await cluster.startWorkloads();
+      await cluster.boot(options.onProgress ?? (() => undefined));
       return cluster;
     } catch (error) {
       options.log.error({ err: error }, "cluster up failed, stopping everything");
       await cluster.down();
       throw error;
     }
+  }
+
+  /** `name:ip,...` of every VM, for the guests' /etc/hosts. */
+  get hosts(): string {
+    return this.spec.vms.map((vm) => `${vm.name}:${vm.ip}`).join(",");
+  }
+
+  get image(): GuestImage {
+    return this.options.image;
+  }
+
+  get runDir(): string {
+    return this.dir;
+  }
+
+  private async boot(progress: ProgressFn): Promise<void> {
+    await Promise.all(
+      [...this.vms.values()].map(async (vm) => {
+        const netSocket = await this.switch.addPort(vm.spec.name);
+        const disk = vm.spec.diskMiB === undefined ? undefined : await createDisk(vm.dir, vm.spec.diskMiB);
+        progress({ step: "boot", vm: vm.spec.name });
+        await vm.start({ accel: this.accel, image: this.options.image, netSocket, hosts: this.hosts, disk });
+        await vm.waitReady(BOOT_TIMEOUT_MS);
+        progress({ step: "ready", vm: vm.spec.name });
+      }),
+    );
+    await this.startWorkloads();
   }
 
   vm(name: string): Vm {

@@ -25,6 +25,8 @@ export interface VmStartOptions {
   /** `name:ip,...` of every VM of the cluster, for the guest's /etc/hosts. */
   hosts: string;
   disk: string | undefined;
+  /** Start paused, waiting for an incoming migration stream (`migrate-incoming`): a restore. */
+  incoming?: boolean;
   extraArgs?: readonly string[];
 }
 
@@ -39,6 +41,10 @@ export class Vm {
   private agentClient: AgentClient | undefined;
   private stopping = false;
   state: VmState = "starting";
+  /** The block node on top of the disk chain (changes with every external disk snapshot). */
+  diskNode = "disk0";
+  /** The file of that node. */
+  diskFile: string | undefined;
 
   constructor(spec: VmSpec, dir: string, log: Logger) {
     this.spec = spec;
@@ -84,7 +90,7 @@ export class Vm {
           "hr.hosts": options.hosts,
           ...(options.disk ? { "hr.disk": "1" } : {}),
         },
-        extra: options.extraArgs ?? [],
+        extra: [...(options.incoming ? ["-S", "-incoming", "defer"] : []), ...(options.extraArgs ?? [])],
       },
       {
         kernel: options.image.kernel,
@@ -97,6 +103,8 @@ export class Vm {
       },
     );
     this.log.info({ argv }, "starting QEMU");
+    this.diskFile = options.disk;
+    this.diskNode = "disk0";
     const proc = spawnGuarded(QEMU, argv, join(this.dir, "qemu.log"));
     this.proc = proc;
     this.state = "booting";
@@ -116,6 +124,11 @@ export class Vm {
     } catch (error) {
       throw await this.failure("start", error);
     }
+  }
+
+  /** Marks a VM started paused (a restore) as running once `cont` succeeded. */
+  markRunning(): void {
+    this.state = "running";
   }
 
   /** Waits until the in-guest agent answers (the guest has booted and its network is up). */
