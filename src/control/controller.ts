@@ -99,7 +99,7 @@ export class Controller {
     }
     const spec = validateSpec(doc, source);
     const image = await loadGuestImage(this.options.guestDir);
-    progress({ step: "accel", detail: "probing the accelerator (cached after the first time)" });
+    progress({ step: "accel", detail: "choosing the accelerator (probed once, then cached)" });
     const accel = await chooseAccel(image, this.options.cacheDir);
     this.options.log.info({ accel }, "accelerator");
     progress({ step: "accel", detail: `${accel.accel}: ${accel.reason}` });
