@@ -1,6 +1,6 @@
 import type { ClusterStatus } from "../cluster/cluster.ts";
 
-function table(rows: string[][]): string {
+export function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, col) => Math.max(...rows.map((row) => (row[col] ?? "").length))) ?? [];
   return rows
     .map((row) =>
@@ -12,7 +12,7 @@ function table(rows: string[][]): string {
     .join("\n");
 }
 
-function human(bytes: number): string {
+export function human(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
   return `${(bytes / 1048576).toFixed(1)} MiB`;

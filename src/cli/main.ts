@@ -10,7 +10,21 @@ import type { ExecReply } from "../control/controller.ts";
 import { validateSpec } from "../spec/validate.ts";
 import { HrError, isHrError, messageOf } from "../util/errors.ts";
 import { connectDaemon, ensureDaemon, type DaemonConnection } from "./daemon-client.ts";
+import type { ActionInput } from "../control/actions.ts";
+import { Controller, type SnapshotInspection } from "../control/controller.ts";
+import type { RestoreReport } from "../restore/cluster/restore.ts";
+import type { SnapshotReport } from "../snapshot/cut.ts";
+import type { SnapshotListEntry, VerifyReport } from "../snapshot/store/index.ts";
+import { silentLogger } from "../util/log.ts";
+import { cacheDir, guestDir, stateDir } from "../util/paths.ts";
 import { formatStatus } from "./format.ts";
+import {
+  formatInspect,
+  formatRestoreReport,
+  formatSnapshotList,
+  formatSnapshotReport,
+  listEntryJson,
+} from "./format-snapshot.ts";
 
 const program = new Command();
 program
@@ -118,6 +132,103 @@ program
     }
     const reply = (await withDaemon(connection, (c) => c.request({ type: "down" }))) as { stopped?: string };
     console.log(options.json ? JSON.stringify(reply) : `stopped ${reply.stopped ?? "nothing"}`);
+  });
+
+async function storeRequest(action: ActionInput): Promise<unknown> {
+  // The snapshot store needs no daemon: read it in this process when none runs.
+  const connection = await connectDaemon();
+  if (connection) return withDaemon(connection, (c) => c.request(action));
+  const controller = new Controller({
+    stateDir: stateDir(),
+    cacheDir: cacheDir(),
+    guestDir: guestDir(),
+    log: silentLogger(),
+  });
+  return controller.execute(action);
+}
+
+const snapshot = program
+  .command("snapshot")
+  .description("take a consistent snapshot of the running cluster (or manage snapshots: see subcommands)")
+  .option("--name <name>", "snapshot name (default snap-<time>)")
+  .option("--json", "print JSON")
+  .action(async (options: { name?: string; json?: boolean }) => {
+    const connection = await connectDaemon();
+    if (!connection)
+      throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
+    const report = (await withDaemon(connection, (c) =>
+      c.request(
+        { type: "snapshot", ...(options.name ? { name: options.name } : {}) },
+        progressPrinter(Boolean(options.json)),
+      ),
+    )) as SnapshotReport;
+    if (options.json) {
+      console.log(JSON.stringify(report));
+      return;
+    }
+    console.log(formatSnapshotReport(report));
+  });
+
+snapshot
+  .command("inspect")
+  .description("per VM: RAM, stored bytes, zero pages, working set, traffic graph, frames in flight")
+  .argument("<name>")
+  .option("--json", "print JSON")
+  .action(async (name: string, options: { json?: boolean }) => {
+    const summary = await storeRequest({ type: "snapshot-inspect", name });
+    console.log(options.json ? JSON.stringify(summary) : formatInspect(summary as SnapshotInspection));
+  });
+
+snapshot
+  .command("verify")
+  .description("check every checksum; exit 1 and name the damage if any")
+  .argument("<name>")
+  .option("--json", "print JSON")
+  .action(async (name: string, options: { json?: boolean }) => {
+    const report = (await storeRequest({ type: "snapshot-verify", name })) as VerifyReport;
+    if (options.json) console.log(JSON.stringify(report));
+    else if (report.ok) console.log(`snapshot ${name}: every checksum is good`);
+    else
+      console.log(
+        `snapshot ${name} is damaged:\n${report.damages.map((d) => `  ${d.file}: ${d.problem}`).join("\n")}`,
+      );
+    if (!report.ok) process.exitCode = 1;
+  });
+
+snapshot
+  .command("rm")
+  .description("delete a snapshot")
+  .argument("<name>")
+  .action(async (name: string) => {
+    await storeRequest({ type: "snapshot-rm", name });
+    console.log(`removed ${name}`);
+  });
+
+program
+  .command("snapshots")
+  .description("list snapshots: name, time, VMs, size on disk, pause")
+  .option("--json", "print JSON")
+  .action(async (options: { json?: boolean }) => {
+    const entries = (await storeRequest({ type: "snapshots" })) as SnapshotListEntry[];
+    console.log(options.json ? JSON.stringify(entries.map(listEntryJson)) : formatSnapshotList(entries));
+  });
+
+program
+  .command("restore")
+  .description("replace the running cluster (or start one) with a snapshot's state")
+  .argument("<name>", "snapshot name")
+  .option("--strategy <strategy>", "full", "full")
+  .option("--json", "print JSON")
+  .action(async (name: string, options: { strategy: string; json?: boolean }) => {
+    if (options.strategy !== "full") {
+      throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {
+        hint: "use --strategy full",
+      });
+    }
+    const report = (await withDaemon(await ensureDaemon(), (c) =>
+      c.request({ type: "restore", name, strategy: "full" }, progressPrinter(Boolean(options.json))),
+    )) as RestoreReport;
+    console.log(options.json ? JSON.stringify(report) : formatRestoreReport(report));
   });
 
 try {

@@ -38,6 +38,8 @@ export type ProgressFn = (event: { step: string; vm?: string; detail?: string })
 
 export interface ClusterOptions {
   dir: string;
+  /** The spec document as the user wrote it (saved with snapshots, validated again on restore). */
+  sourceDoc: unknown;
   image: GuestImage;
   accel: Accel;
   log: Logger;
@@ -94,6 +96,10 @@ export class Cluster {
 
   get image(): GuestImage {
     return this.options.image;
+  }
+
+  get sourceDoc(): unknown {
+    return this.options.sourceDoc;
   }
 
   get runDir(): string {

@@ -21,7 +21,20 @@ export const actionSchema = z.discriminatedUnion("type", [
     timeoutMs: z.number().int().min(1).max(86_400_000).optional(),
   }),
   z.strictObject({ type: z.literal("down") }),
+  z.strictObject({ type: z.literal("snapshot"), name: z.string().max(64).optional() }),
+  z.strictObject({ type: z.literal("snapshots") }),
+  z.strictObject({ type: z.literal("snapshot-inspect"), name: z.string().max(64) }),
+  z.strictObject({ type: z.literal("snapshot-verify"), name: z.string().max(64) }),
+  z.strictObject({ type: z.literal("snapshot-rm"), name: z.string().max(64) }),
+  z.strictObject({
+    type: z.literal("restore"),
+    name: z.string().max(64),
+    strategy: z.enum(["full"]).default("full"),
+  }),
 ]);
+
+/** Actions that only read or change the snapshot store: they need no daemon. */
+export const STORE_ACTIONS = new Set(["snapshots", "snapshot-inspect", "snapshot-verify", "snapshot-rm"]);
 
 export type Action = z.output<typeof actionSchema>;
 export type ActionInput = z.input<typeof actionSchema>;

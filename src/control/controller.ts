@@ -5,14 +5,28 @@ import { validateSpec } from "../spec/validate.ts";
 import { HrError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { chooseAccel } from "../vm/accel.ts";
+import { restoreCluster, type RestoreReport, type Strategy } from "../restore/cluster/restore.ts";
+import { snapshotCluster, type SnapshotReport } from "../snapshot/cut.ts";
+import { SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
 import { actionSchema, type Action, type Progress } from "./actions.ts";
 
 export interface ControllerOptions {
   stateDir: string;
+  /** Root of the snapshot store (default <state>/snapshots). */
+  storeRoot?: string;
   cacheDir: string;
   guestDir: string;
   log: Logger;
 }
+
+export interface GraphEdge {
+  from: string;
+  to: string;
+  bytes: number;
+  frames?: number;
+}
+
+export type SnapshotInspection = SnapshotSummary & { graph: { edges: GraphEdge[] } };
 
 export interface ExecReply {
   exitCode: number;
@@ -29,9 +43,11 @@ export class Controller {
   private cluster: Cluster | undefined;
   private busy: string | undefined;
   private readonly options: ControllerOptions;
+  readonly store: SnapshotStore;
 
   constructor(options: ControllerOptions) {
     this.options = options;
+    this.store = new SnapshotStore(options.storeRoot ?? join(options.stateDir, "snapshots"));
   }
 
   get hasCluster(): boolean {
@@ -58,6 +74,21 @@ export class Controller {
         return this.exec(action.vm, action.command, action.timeoutMs);
       case "down":
         return this.exclusive("down", () => this.down());
+      case "snapshot":
+        return this.exclusive("snapshot", () => this.snapshot(action.name, progress));
+      case "snapshots":
+        return this.store.list();
+      case "snapshot-inspect":
+        return this.inspect(action.name);
+      case "snapshot-verify":
+        return this.store.verify(action.name);
+      case "snapshot-rm":
+        return this.exclusive("snapshot rm", async () => {
+          await this.store.remove(action.name);
+          return { removed: action.name };
+        });
+      case "restore":
+        return this.exclusive("restore", () => this.restore(action.name, action.strategy, progress));
     }
   }
 
@@ -105,6 +136,7 @@ export class Controller {
     progress({ step: "accel", detail: `${accel.accel}: ${accel.reason}` });
     this.cluster = await Cluster.up(spec, {
       dir: join(this.options.stateDir, "run", spec.name),
+      sourceDoc: doc,
       image,
       accel: accel.accel,
       log: this.options.log,
@@ -125,6 +157,76 @@ export class Controller {
       stderr: result.stderr.toString("base64"),
       timedOut: result.timedOut,
     };
+  }
+
+  private async snapshot(
+    name: string | undefined,
+    progress: (note: Progress) => void,
+  ): Promise<SnapshotReport> {
+    const cluster = this.requireCluster();
+    await this.store.cleanupStale();
+    return snapshotCluster(
+      cluster,
+      this.store,
+      name ?? (await this.defaultName()),
+      this.options.log,
+      progress,
+    );
+  }
+
+  /** The store's summary plus the traffic graph saved at the cut. */
+  private async inspect(name: string): Promise<SnapshotInspection> {
+    const snapshot = await this.store.open(name);
+    try {
+      const summary = await snapshot.summary();
+      const traffic = (await snapshot.traffic()) as { graph?: { edges?: GraphEdge[] } } | null;
+      return { ...summary, graph: { edges: traffic?.graph?.edges ?? [] } };
+    } finally {
+      await snapshot.close();
+    }
+  }
+
+  private async defaultName(): Promise<string> {
+    const stamp = new Date().toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
+    const taken = new Set(
+      (await this.store.list()).map((entry) => (entry.status === "ok" ? entry.summary.name : entry.name)),
+    );
+    let name = `snap-${stamp}`;
+    for (let n = 2; taken.has(name); n += 1) name = `snap-${stamp}-${n}`;
+    return name;
+  }
+
+  private async restore(
+    name: string,
+    strategy: Strategy,
+    progress: (note: Progress) => void,
+  ): Promise<RestoreReport> {
+    const commandAt = performance.now();
+    const snapshot = await this.store.open(name);
+    try {
+      const image = await loadGuestImage(this.options.guestDir);
+      const accel = await chooseAccel(image, this.options.cacheDir);
+      if (this.cluster) {
+        progress({ step: "stop", detail: `stopping the running cluster ${this.cluster.spec.name}` });
+        const old = this.cluster;
+        this.cluster = undefined;
+        await old.down();
+      }
+      const specName = (snapshot.spec as { name?: unknown } | null)?.name;
+      const { cluster, report } = await restoreCluster(snapshot, {
+        dir: join(this.options.stateDir, "run", typeof specName === "string" ? specName : "restored"),
+        image,
+        accel: accel.accel,
+        log: this.options.log,
+        strategy,
+        commandAt,
+        progress,
+      });
+      this.cluster = cluster;
+      return report;
+    } finally {
+      await snapshot.close();
+    }
   }
 
   private async down(): Promise<{ stopped: string | undefined }> {

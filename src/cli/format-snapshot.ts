@@ -1,0 +1,91 @@
+import type { SnapshotInspection } from "../control/controller.ts";
+import type { RestoreReport } from "../restore/cluster/restore.ts";
+import type { SnapshotReport } from "../snapshot/cut.ts";
+import type { SnapshotListEntry } from "../snapshot/store/index.ts";
+import { human, table } from "./format.ts";
+
+export function formatSnapshotReport(report: SnapshotReport): string {
+  const lines = [
+    `snapshot ${report.name}: cluster paused ${report.pauseMs} ms, took ${(report.durationMs / 1000).toFixed(1)} s, ${human(report.storedBytes)} stored`,
+    `  ${report.path}`,
+    table([
+      ["VM", "PAUSE", "MEMORY SAVED IN", "WRITTEN AFTER CUT (PAGES)"],
+      ...report.vms.map((vm) => [
+        vm.name,
+        `${vm.pauseMs} ms`,
+        `${vm.captureMs} ms`,
+        String(vm.workingSetPages),
+      ]),
+    ]),
+  ];
+  return lines.join("\n");
+}
+
+export function listEntryJson(entry: SnapshotListEntry): unknown {
+  if (entry.status !== "ok") return { name: entry.name, path: entry.path, damaged: true, error: entry.error };
+  const s = entry.summary;
+  return {
+    name: s.name,
+    path: s.path,
+    createdAt: s.createdAt,
+    vms: s.vms.map((vm) => vm.name),
+    ramBytes: s.ramBytes,
+    storedBytes: s.storedBytes,
+    pauseMs: s.pauseMs,
+  };
+}
+
+export function formatSnapshotList(entries: readonly SnapshotListEntry[]): string {
+  if (entries.length === 0) return "no snapshots";
+  return table([
+    ["NAME", "CREATED", "VMS", "RAM", "ON DISK", "PAUSE"],
+    ...entries.map((entry) =>
+      entry.status === "ok"
+        ? [
+            entry.summary.name,
+            entry.summary.createdAt,
+            entry.summary.vms.map((vm) => vm.name).join(","),
+            human(entry.summary.ramBytes),
+            human(entry.summary.storedBytes),
+            entry.summary.pauseMs === null ? "-" : `${entry.summary.pauseMs} ms`,
+          ]
+        : [entry.name, "DAMAGED", entry.error.message, "", "", ""],
+    ),
+  ]);
+}
+
+export function formatInspect(s: SnapshotInspection): string {
+  const lines = [
+    `snapshot ${s.name}  created ${s.createdAt}  pause ${s.pauseMs ?? "-"} ms  frames in flight ${s.inflightFrames}`,
+    `  ${s.path}`,
+    table([
+      ["VM", "RAM", "STORED", "ZERO PAGES", "WORKING SET", "PAUSE"],
+      ...s.vms.map((vm) => [
+        vm.name,
+        human(vm.ramBytes),
+        human(vm.storedBytes),
+        String(vm.zeroPages),
+        String(vm.workingSetPages),
+        vm.pauseMs === null ? "-" : `${vm.pauseMs} ms`,
+      ]),
+    ]),
+  ];
+  if (s.graph.edges.length > 0) {
+    lines.push(
+      "",
+      "traffic graph",
+      table([["FROM", "TO", "BYTES"], ...s.graph.edges.map((e) => [e.from, e.to, human(e.bytes)])]),
+    );
+  }
+  return lines.join("\n");
+}
+
+export function formatRestoreReport(r: RestoreReport): string {
+  return [
+    `restored ${r.snapshot} (strategy ${r.strategy}, order ${r.order}): every VM running after ${r.restoreLatencyMs} ms; ${r.inflightFrames} frames in flight re-injected`,
+    table([
+      ["VM", "LOADED", "LOAD TIME", "STARTED AT"],
+      ...r.vms.map((vm) => [vm.name, human(vm.bytesLoaded), `${vm.loadMs} ms`, `${vm.startedMs} ms`]),
+    ]),
+  ].join("\n");
+}

@@ -1,0 +1,65 @@
+import { connect, type Socket } from "node:net";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { writePrecopyStream } from "../../migration/index.ts";
+import { waitMigration } from "../../snapshot/capture.ts";
+import { HrError, messageOf } from "../../util/errors.ts";
+import type { Vm } from "../../vm/vm.ts";
+import { allPages, type VmStreamSource } from "./stream-source.ts";
+
+/**
+ * Strategy `full` — QEMU's own eager restore, the baseline: the destination QEMU (started with
+ * `-S -incoming defer`) listens on a unix socket; we connect and write the whole precopy stream
+ * (every page from the store, then the device state); QEMU loads all of it and stays paused
+ * until the coordinator says `cont`.
+ */
+export interface LoadReport {
+  loadMs: number;
+  bytes: number;
+  pages: number;
+}
+
+export async function loadFull(vm: Vm, source: VmStreamSource, timeoutMs: number): Promise<LoadReport> {
+  const started = performance.now();
+  const socketPath = join(vm.dir, "incoming.sock");
+  try {
+    await vm.qmp.execute("migrate-incoming", { uri: `unix:${socketPath}` });
+    const socket = await connectWithRetry(socketPath, 10_000);
+    const stats = await writePrecopyStream(socket, {
+      configuration: source.configuration,
+      ramStart: source.ramStart,
+      pages: allPages(source),
+      deviceState: source.deviceState,
+    });
+    await waitMigration(vm, timeoutMs);
+    return { loadMs: Math.round(performance.now() - started), bytes: stats.bytes, pages: stats.pages };
+  } catch (error) {
+    throw new HrError(
+      "RESTORE_LOAD_FAILED",
+      `VM ${vm.spec.name}: loading its state failed: ${messageOf(error)}`,
+      {
+        cause: error,
+        hint: `see ${join(vm.dir, "qemu.log")}`,
+      },
+    );
+  }
+}
+
+export async function connectWithRetry(path: string, timeoutMs: number): Promise<Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<Socket>((resolve, reject) => {
+        const socket = connect(path);
+        socket.once("connect", () => {
+          socket.removeListener("error", reject);
+          resolve(socket);
+        });
+        socket.once("error", reject);
+      });
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(20);
+    }
+  }
+}

@@ -1,0 +1,251 @@
+import { join } from "node:path";
+import type { Cluster } from "../cluster/cluster.ts";
+import { MigrationStreamReader, type MigrationEvent } from "../migration/index.ts";
+import { HrError, messageOf } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
+import type { Vm } from "../vm/vm.ts";
+import { captureMigration, type MigrationStats } from "./capture.ts";
+import { exportDisk, freezeDisk } from "./disk.ts";
+import type { SnapshotBuilder, SnapshotStore, SnapshotSummary, VmSnapshotWriter } from "./store/index.ts";
+import { writesAfterCut, type PageRef } from "./working-set.ts";
+
+/**
+ * A consistent snapshot of a running cluster (DESIGN.md §3):
+ *   1. the switch holds every frame (forwards nothing);
+ *   2. every VM stops (parallel QMP `stop`): this instant is the cut;
+ *   3. the frames held at that moment are the channel state, saved with the snapshot;
+ *   4. disks are frozen at the cut (a new qcow2 overlay takes the writes from now on);
+ *   5. each VM's memory and devices are saved with QEMU's background-snapshot: QEMU saves the
+ *      device state and resumes the VM itself, then writes RAM as of the cut (copy-before-write);
+ *   6. once every VM runs again the switch releases what it held; pause = hold → release;
+ *   7. the RAM streams are parsed into the store as they arrive; disks are exported; commit.
+ * On failure every VM is resumed, the switch released, and the half snapshot removed.
+ */
+export interface SnapshotReport {
+  name: string;
+  path: string;
+  pauseMs: number;
+  durationMs: number;
+  storedBytes: number;
+  vms: {
+    name: string;
+    pauseMs: number;
+    captureMs: number;
+    workingSetPages: number;
+    migration: MigrationStats;
+  }[];
+}
+
+export type Progress = (note: { step: string; vm?: string; detail?: string }) => void;
+
+export const CAPTURE_TIMEOUT_MS = 600_000;
+
+let diskGeneration = 0;
+
+export async function snapshotCluster(
+  cluster: Cluster,
+  store: SnapshotStore,
+  name: string,
+  log: Logger,
+  progress: Progress = () => undefined,
+): Promise<SnapshotReport> {
+  const started = performance.now();
+  const builder = await store.begin(name);
+  const vms = [...cluster.vms.values()];
+  const sw = cluster.switch;
+  let released = false;
+  try {
+    builder.setSpec(cluster.sourceDoc);
+    progress({ step: "cut", detail: "holding the switch and stopping every VM" });
+    const holdAt = performance.now();
+    sw.holdAll();
+    const stoppedAt = new Map<string, number>();
+    await Promise.all(
+      vms.map(async (vm) => {
+        await vm.qmp.execute("stop");
+        stoppedAt.set(vm.spec.name, performance.now());
+      }),
+    );
+    builder.setInflight(
+      vms.flatMap((vm) => sw.heldFrames(vm.spec.name).map((data) => ({ to: vm.spec.name, from: "", data }))),
+    );
+    diskGeneration += 1;
+    const frozen = await Promise.all(vms.map((vm) => freezeDisk(vm, diskGeneration)));
+
+    const resumedAt = new Map<string, number>();
+    const captures = vms.map((vm) => {
+      const resumed = vm.qmp.waitForEvent("RESUME", { timeoutMs: 60_000 }).then(() => {
+        resumedAt.set(vm.spec.name, performance.now());
+      });
+      const capture = captureVm(vm, builder, progress);
+      return { vm, resumed, capture };
+    });
+    // The switch holds until every VM runs again, so no frame sent after the cut reaches a VM
+    // whose state is not saved yet.
+    await Promise.all(
+      captures.map(async ({ resumed, capture }) => Promise.race([resumed, capture.then(() => resumed)])),
+    );
+    const releasedAt = performance.now();
+    sw.releaseAll();
+    released = true;
+    progress({
+      step: "resumed",
+      detail: `cluster paused ${Math.round(releasedAt - holdAt)} ms; writing memory`,
+    });
+
+    const results = await Promise.all(captures.map(({ capture }) => capture));
+    await Promise.all(
+      vms.map(async (vm, index) => {
+        const file = frozen[index];
+        if (file === undefined) return;
+        progress({ step: "disk", vm: vm.spec.name });
+        await builder.addVmFile(vm.spec.name, "disk.qcow2", async (destination: string) =>
+          exportDisk(file, destination),
+        );
+      }),
+    );
+    builder.setTraffic(trafficAtCut(cluster));
+    const pauses: Record<string, number> = {};
+    for (const vm of vms) {
+      pauses[vm.spec.name] = Math.round(
+        (resumedAt.get(vm.spec.name) ?? releasedAt) - (stoppedAt.get(vm.spec.name) ?? holdAt),
+      );
+    }
+    const clusterPause = Math.round(releasedAt - holdAt);
+    builder.setPause({ clusterMs: clusterPause, vms: pauses });
+    progress({ step: "commit" });
+    const summary: SnapshotSummary = await builder.commit();
+    const report: SnapshotReport = {
+      name,
+      path: store.pathOf(name),
+      pauseMs: clusterPause,
+      durationMs: Math.round(performance.now() - started),
+      storedBytes: summary.storedBytes,
+      vms: vms.map((vm, index) => ({
+        name: vm.spec.name,
+        pauseMs: pauses[vm.spec.name] ?? 0,
+        captureMs: results[index]?.captureMs ?? 0,
+        workingSetPages: results[index]?.workingSetPages ?? 0,
+        migration: results[index]?.stats ?? emptyStats(),
+      })),
+    };
+    log.info({ report }, "snapshot committed");
+    return report;
+  } catch (error) {
+    log.error({ err: error }, "snapshot failed; resuming the cluster");
+    await Promise.all(vms.map((vm) => resumeIfPaused(vm)));
+    if (!released) sw.releaseAll();
+    await builder.abort().catch(() => undefined);
+    throw error instanceof HrError
+      ? error
+      : new HrError("SNAPSHOT_FAILED", `snapshot ${name} failed: ${messageOf(error)}`, { cause: error });
+  }
+}
+
+function emptyStats(): MigrationStats {
+  return {
+    status: "none",
+    totalTimeMs: undefined,
+    downtimeMs: undefined,
+    ramNormal: undefined,
+    ramDuplicate: undefined,
+  };
+}
+
+async function resumeIfPaused(vm: Vm): Promise<void> {
+  try {
+    const status = await vm.qmp.execute("query-status");
+    if (status.status === "paused" || status.status === "postmigrate" || status.status === "finish-migrate") {
+      await vm.qmp.execute("cont");
+    }
+  } catch {
+    // the VM is gone; the caller reports the original error
+  }
+}
+
+interface VmCapture {
+  stats: MigrationStats;
+  captureMs: number;
+  workingSetPages: number;
+}
+
+/** Streams one VM's background snapshot into the store. */
+async function captureVm(vm: Vm, builder: SnapshotBuilder, progress: Progress): Promise<VmCapture> {
+  const started = performance.now();
+  const reader = new MigrationStreamReader();
+  let writer: VmSnapshotWriter | undefined;
+  let configuration: Buffer | undefined;
+  const blockIndex = new Map<string, number>();
+  const blockPages: number[] = [];
+  const order: PageRef[] = [];
+  const handle = async (event: MigrationEvent): Promise<void> => {
+    switch (event.type) {
+      case "configuration":
+        configuration = event.raw;
+        return;
+      case "ramBlocks": {
+        event.blocks.forEach((block, index) => {
+          blockIndex.set(block.id, index);
+          blockPages.push(block.usedLength / 4096);
+        });
+        writer = await builder.vm(
+          vm.spec.name,
+          event.blocks.map((block) => ({ id: block.id, usedLength: block.usedLength })),
+        );
+        if (configuration) await writer.setConfiguration(configuration);
+        await writer.setRamStart(event.raw);
+        return;
+      }
+      case "page": {
+        if (!writer) throw new HrError("MIGRATION_BAD_STREAM", "a page came before the RAM block list");
+        order.push({ block: blockIndex.get(event.block) ?? 0, page: event.offset / 4096 });
+        await writer.writePage(
+          event.block,
+          event.offset,
+          event.kind === "zero" ? "zero" : (event.data ?? "zero"),
+        );
+        return;
+      }
+      case "deviceState":
+        if (!writer) throw new HrError("MIGRATION_BAD_STREAM", "device state came before the RAM block list");
+        await writer.setDeviceState(event.raw);
+        return;
+      default:
+        return;
+    }
+  };
+  const stats = await captureMigration(
+    vm,
+    join(vm.dir, "snapshot.sock"),
+    async (chunk) => {
+      for (const event of reader.push(chunk)) await handle(event);
+    },
+    { background: true, timeoutMs: CAPTURE_TIMEOUT_MS },
+  );
+  for (const event of reader.end()) await handle(event);
+  if (!writer?.hasDeviceState()) {
+    throw new HrError("SNAPSHOT_CAPTURE_FAILED", `VM ${vm.spec.name}: the stream had no device state`);
+  }
+  const blocks = [...blockIndex.keys()];
+  const writes = writesAfterCut(order, blockPages);
+  writer.setWorkingSet(writes.map((ref) => ({ blockId: blocks[ref.block] ?? "pc.ram", page: ref.page })));
+  progress({
+    step: "memory saved",
+    vm: vm.spec.name,
+    detail: `${order.length} pages, ${writes.length} written after the cut`,
+  });
+  return { stats, captureMs: Math.round(performance.now() - started), workingSetPages: writes.length };
+}
+
+/** What the switch knows about traffic around the cut: log, matrix, flows and the graph's edges. */
+function trafficAtCut(cluster: Cluster): Record<string, unknown> {
+  const matrix = cluster.switch.traffic().filter((pair) => pair.to !== "*");
+  return {
+    matrix,
+    flows: JSON.parse(JSON.stringify(cluster.switch.flows())) as unknown,
+    log: JSON.parse(JSON.stringify(cluster.switch.trafficLog())) as unknown,
+    graph: {
+      edges: matrix.map((pair) => ({ from: pair.from, to: pair.to, bytes: pair.bytes, frames: pair.frames })),
+    },
+  };
+}
