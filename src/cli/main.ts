@@ -30,7 +30,8 @@ const program = new Command();
 program
   .name("hotrestore")
   .description("Snapshot and restore whole clusters of QEMU VMs")
-  .showHelpAfterError();
+  .showHelpAfterError()
+  .enablePositionalOptions();
 
 function progressPrinter(json: boolean) {
   return (note: { step: string; vm?: string; detail?: string }) => {
@@ -149,6 +150,7 @@ async function storeRequest(action: ActionInput): Promise<unknown> {
 
 const snapshot = program
   .command("snapshot")
+  .enablePositionalOptions()
   .description("take a consistent snapshot of the running cluster (or manage snapshots: see subcommands)")
   .option("--name <name>", "snapshot name (default snap-<time>)")
   .option("--json", "print JSON")

@@ -35,7 +35,7 @@ const server = await listenControl(socketPath, controller, log, (action) => {
   const type =
     typeof action === "object" && action !== null ? (action as { type?: unknown }).type : undefined;
   // The daemon lives as long as a cluster does: after `down` (or a failed `up`) it leaves.
-  if ((type === "down" || type === "up") && !controller.hasCluster) {
+  if ((type === "down" || type === "up" || type === "restore") && !controller.hasCluster) {
     setTimeout(() => void exit(0, `no cluster after ${String(type)}`), 100);
   }
 });

@@ -41,16 +41,19 @@ export async function vmStreamSource(snapshot: SnapshotReader, vm: string): Prom
   return { configuration, ramStart, deviceState, memory };
 }
 
-/** Every page of every block in address order: stored pages with their data, the rest as zero records. */
+/**
+ * Every page of every block in address order: stored pages with their data (read a checked chunk
+ * at a time), the pages between them as zero records (the destination's ROM blocks are not zero).
+ */
 export async function* allPages(source: VmStreamSource): AsyncGenerator<PageRecord> {
   for (const block of source.ramStart.blocks) {
     const count = block.usedLength / 4096;
-    for (let page = 0; page < count; page += 1) {
-      if (source.memory.isPresent(block.id, page)) {
-        yield { block: block.id, offset: page * 4096, data: await source.memory.readPage(block.id, page) };
-      } else {
-        yield { block: block.id, offset: page * 4096, zero: true };
-      }
+    let next = 0;
+    for await (const stored of source.memory.pages(block.id)) {
+      for (; next < stored.page; next += 1) yield { block: block.id, offset: next * 4096, zero: true };
+      yield { block: block.id, offset: stored.page * 4096, data: stored.data };
+      next = stored.page + 1;
     }
+    for (; next < count; next += 1) yield { block: block.id, offset: next * 4096, zero: true };
   }
 }

@@ -1,0 +1,227 @@
+import { open, type FileHandle } from "node:fs/promises";
+import { Bitmap } from "./bitmap.ts";
+import { rawDigest } from "./chunk-sum.ts";
+import { badInput, corrupt, readError } from "./errors.ts";
+import { readFully } from "./fs-io.ts";
+import { CHUNK_PAGES, PAGE_SIZE, resolveInside } from "./layout.ts";
+import type { ManifestBlock, ManifestFile, ManifestVm } from "./manifest.ts";
+import { chunkCount, decodeMemoryIndex } from "./memory-index.ts";
+import { readCheckedChunk, scanRawImage } from "./raw-image.ts";
+
+/**
+ * Reads one VM's memory from a committed snapshot. Opening loads and checks every block's
+ * index (its sha256 against the manifest, its structure, its chunk table against the raw
+ * image's digest). Every byte handed out comes from a chunk that was checked: the first read
+ * that touches a chunk reads and checks the whole chunk (1 MiB), later reads of it are plain
+ * positional reads. A damaged chunk throws SNAPSHOT_CORRUPT naming the file and chunk, every time.
+ */
+
+export interface StoredPage {
+  page: number;
+  data: Buffer;
+}
+
+interface BlockReader {
+  readonly meta: ManifestBlock;
+  readonly path: string;
+  readonly label: string;
+  readonly present: Bitmap;
+  readonly sums: Buffer;
+  readonly verified: Bitmap;
+  readonly checking: Map<number, Promise<Buffer>>;
+  handle: Promise<FileHandle> | undefined;
+}
+
+export type IndexLoader = (path: string) => Promise<Buffer>;
+
+export class VmMemoryReader {
+  readonly vm: string;
+  readonly #blocks: Map<string, BlockReader>;
+
+  private constructor(vm: string, blocks: BlockReader[]) {
+    this.vm = vm;
+    this.#blocks = new Map(blocks.map((block) => [block.meta.id, block]));
+  }
+
+  /** `loadVerified` reads a file listed in the manifest and checks its size and sha256. */
+  static async open(
+    dir: string,
+    labelOf: (path: string) => string,
+    vm: ManifestVm,
+    files: ReadonlyMap<string, ManifestFile>,
+    loadVerified: IndexLoader,
+  ): Promise<VmMemoryReader> {
+    const blocks: BlockReader[] = [];
+    for (const meta of vm.blocks) {
+      const index = decodeMemoryIndex(labelOf(meta.index), await loadVerified(meta.index));
+      const label = labelOf(meta.file);
+      if (index.pageCount !== meta.pages || index.present.count() !== meta.presentPages) {
+        throw corrupt(labelOf(meta.index), "page counts differ from the manifest");
+      }
+      if (files.get(meta.file)?.sha256 !== rawDigest(index.chunkSums)) {
+        throw corrupt(label, "its index's chunk table does not match the manifest");
+      }
+      blocks.push({
+        meta,
+        path: resolveInside(dir, meta.file),
+        label,
+        present: index.present,
+        sums: index.chunkSums,
+        verified: new Bitmap(chunkCount(meta.pages)),
+        checking: new Map(),
+        handle: undefined,
+      });
+    }
+    return new VmMemoryReader(vm.name, blocks);
+  }
+
+  blockIds(): string[] {
+    return [...this.#blocks.keys()];
+  }
+
+  #block(blockId: string): BlockReader {
+    const block = this.#blocks.get(blockId);
+    if (block === undefined) throw badInput(`VM ${this.vm} has no RAM block ${JSON.stringify(blockId)}`);
+    return block;
+  }
+
+  #page(block: BlockReader, page: number): number {
+    if (!Number.isInteger(page) || page < 0 || page >= block.meta.pages) {
+      throw badInput(
+        `VM ${this.vm}: page ${page} outside block ${block.meta.id} (${block.meta.pages} pages)`,
+      );
+    }
+    return page;
+  }
+
+  pageCount(blockId: string): number {
+    return this.#block(blockId).meta.pages;
+  }
+
+  isPresent(blockId: string, page: number): boolean {
+    const block = this.#block(blockId);
+    return block.present.get(this.#page(block, page));
+  }
+
+  /** The raw image (page N at N*4096, holes read as zeros), e.g. for memory-backend-file. Call
+   * `verify()` first: the kernel will read it without our checks. */
+  rawPath(blockId: string): string {
+    return this.#block(blockId).path;
+  }
+
+  #handle(block: BlockReader): Promise<FileHandle> {
+    block.handle ??= open(block.path, "r").catch((error: unknown) => {
+      block.handle = undefined;
+      throw readError(block.label, error);
+    });
+    return block.handle;
+  }
+
+  /** Reads and checks a chunk; concurrent first readers share one read. */
+  async #checkedChunk(block: BlockReader, chunk: number): Promise<Buffer> {
+    let pending = block.checking.get(chunk);
+    if (pending === undefined) {
+      pending = this.#handle(block).then((handle) =>
+        readCheckedChunk(handle, block.label, block.meta.pages, block.sums, chunk),
+      );
+      block.checking.set(chunk, pending);
+    }
+    try {
+      const bytes = await pending;
+      block.verified.set(chunk);
+      return bytes;
+    } finally {
+      block.checking.delete(chunk);
+    }
+  }
+
+  /** One page (4096 bytes; zeros for a page that was never stored). */
+  async readPage(blockId: string, page: number): Promise<Buffer> {
+    const block = this.#block(blockId);
+    const chunk = Math.floor(this.#page(block, page) / CHUNK_PAGES);
+    const offset = (page % CHUNK_PAGES) * PAGE_SIZE;
+    if (!block.verified.get(chunk)) {
+      const bytes = await this.#checkedChunk(block, chunk);
+      return Buffer.from(bytes.subarray(offset, offset + PAGE_SIZE));
+    }
+    const out = Buffer.alloc(PAGE_SIZE);
+    if (!block.present.get(page)) return out;
+    try {
+      const read = await readFully(await this.#handle(block), out, PAGE_SIZE, page * PAGE_SIZE);
+      if (read !== PAGE_SIZE) throw corrupt(block.label, `page ${page} truncated`);
+    } catch (error) {
+      throw readError(block.label, error);
+    }
+    return out;
+  }
+
+  /** Every stored (non-zero) page of a block in address order, each chunk checked; reads one ahead. */
+  async *pages(blockId: string): AsyncGenerator<StoredPage> {
+    const block = this.#block(blockId);
+    const chunks = chunkCount(block.meta.pages);
+    const nextWithData = (from: number): number => {
+      for (let chunk = from; chunk < chunks; chunk++) {
+        if (block.present.anyInRange(chunk * CHUNK_PAGES, (chunk + 1) * CHUNK_PAGES)) return chunk;
+      }
+      return -1;
+    };
+    // The read ahead is settled into a value at once, so a failure while the consumer holds the
+    // generator is never an unhandled rejection; it is thrown when that chunk's turn comes.
+    const readAhead = (chunk: number): Promise<Buffer | Error> | undefined =>
+      chunk < 0
+        ? undefined
+        : this.#checkedChunk(block, chunk).catch((error: unknown) =>
+            error instanceof Error ? error : new Error(String(error)),
+          );
+    let chunk = nextWithData(0);
+    let pending = readAhead(chunk);
+    while (pending !== undefined) {
+      const bytes = await pending;
+      if (bytes instanceof Error) throw bytes;
+      const current = chunk;
+      chunk = nextWithData(current + 1);
+      pending = readAhead(chunk);
+      const first = current * CHUNK_PAGES;
+      const last = Math.min(first + CHUNK_PAGES, block.meta.pages);
+      for (let page = first; page < last; page++) {
+        if (!block.present.get(page)) continue;
+        const offset = (page - first) * PAGE_SIZE;
+        yield { page, data: bytes.subarray(offset, offset + PAGE_SIZE) };
+      }
+    }
+  }
+
+  /** Checks every chunk of every block; returns one problem per damaged block (empty when intact). */
+  async verify(): Promise<{ file: string; problem: string }[]> {
+    const damages: { file: string; problem: string }[] = [];
+    for (const block of this.#blocks.values()) {
+      const damaged = await scanRawImage(
+        await this.#handle(block),
+        block.label,
+        block.meta.pages,
+        block.sums,
+      );
+      if (damaged.length === 0) {
+        for (let chunk = 0; chunk < block.verified.size; chunk++) block.verified.set(chunk);
+      } else {
+        damages.push({ file: block.meta.file, problem: describeChunks(damaged) });
+      }
+    }
+    return damages;
+  }
+
+  async close(): Promise<void> {
+    const closing = [...this.#blocks.values()].map(async (block) => {
+      const handle = block.handle;
+      block.handle = undefined;
+      if (handle !== undefined) await handle.then((open) => open.close()).catch(() => undefined);
+    });
+    await Promise.all(closing);
+  }
+}
+
+export function describeChunks(chunks: readonly number[]): string {
+  const shown = chunks.slice(0, 8).join(", ");
+  const more = chunks.length > 8 ? ` and ${chunks.length - 8} more` : "";
+  return `chunk${chunks.length === 1 ? "" : "s"} ${shown}${more} checksum mismatch`;
+}
