@@ -2,39 +2,16 @@
  * `npm run bench [-- <suite>] [--reps N]` — benchmarks, on real VMs. Results are printed as a table
  * and written as JSON to bench-results/<suite>-<time>.json:
  *   { suite, startedAt, host: {cpus, memMiB, kernel, node}, accel, results: [...] }
- * Suites today: boot (time from `hotrestore up` to every VM ready, 1, 2 and 4 VMs of 256 MiB).
+ * Suites: boot (time from `hotrestore up` to every VM ready, 1, 2 and 4 VMs of 256 MiB);
+ * snapshot (4 VMs of 256 and 512 MiB: cluster pause, snapshot time, bytes stored vs RAM, full
+ * restore latency, each beside QEMU's own migrate-to-file / -incoming-from-file in the same run).
  */
-import { execFile } from "node:child_process";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, release, tmpdir, totalmem } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { median } from "../metrics/stats.ts";
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BIN = join(ROOT, "bin", "hotrestore.js");
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-async function cli(home: string, args: string[]): Promise<Run> {
-  const started = performance.now();
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: { ...process.env, HOTRESTORE_HOME: home }, maxBuffer: 64 << 20, timeout: 600_000 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
-        resolve({ code, stdout, stderr, ms: performance.now() - started });
-      },
-    );
-  });
-}
+import { cli, ROOT } from "./cli-run.ts";
+import { snapshotSuite } from "./snapshot.ts";
 
 interface BootResult {
   vms: number;
@@ -87,7 +64,10 @@ const args = process.argv.slice(2);
 const repsIndex = args.indexOf("--reps");
 const reps = repsIndex >= 0 ? Number.parseInt(args[repsIndex + 1] ?? "3", 10) : 3;
 const suite = args.find((arg, i) => !arg.startsWith("--") && args[i - 1] !== "--reps") ?? "all";
-const suites: Record<string, (reps: number) => Promise<unknown[]>> = { boot: bootSuite };
+const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
+  boot: bootSuite,
+  snapshot: snapshotSuite,
+};
 const chosen = suite === "all" ? Object.keys(suites) : [suite];
 
 for (const name of chosen) {
