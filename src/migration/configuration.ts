@@ -14,7 +14,7 @@
  * `measureConfiguration` finds its length in a ByteQueue without consuming (undefined = need more
  * bytes); `parseConfiguration` decodes complete bytes; `encodeConfiguration` writes them.
  */
-import type { ByteQueue } from "./byte-queue.ts";
+import type { ByteQueue } from "../util/byte-queue.ts";
 import { badStream, migrationError, tooLarge, unsupported } from "./errors.ts";
 import { ConfigSubsection, Limits, Section, UUID_SIZE } from "./format.ts";
 import type { ConfigurationInfo } from "./types.ts";

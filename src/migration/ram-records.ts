@@ -5,7 +5,7 @@
  * page record, which CONTINUE refers to (across sections, as in QEMU).
  */
 import type { HrError } from "../util/errors.ts";
-import type { ByteQueue } from "./byte-queue.ts";
+import type { ByteQueue } from "../util/byte-queue.ts";
 import { badStream, hex, tooLarge, unsupported } from "./errors.ts";
 import { Limits, RAM_FLAGS_MASK, RAM_RECORD_HEADER_SIZE, RamFlag, TARGET_PAGE_SIZE } from "./format.ts";
 import type { MigrationEvent, RamBlockInfo, RamBlocksEvent, RamSectionEvent, RamStart } from "./types.ts";

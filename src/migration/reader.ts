@@ -18,7 +18,7 @@
  * MIGRATION_TOO_LARGE. Every length is checked against Limits before anything is allocated.
  */
 import { HrError, messageOf } from "../util/errors.ts";
-import { ByteQueue } from "./byte-queue.ts";
+import { ByteQueue } from "../util/byte-queue.ts";
 import { measureConfiguration, parseConfiguration } from "./configuration.ts";
 import { badStream, hex, tooLarge, truncated, unsupported } from "./errors.ts";
 import {

@@ -19,7 +19,7 @@
  * MIGRATION_UNSUPPORTED.
  */
 import { HrError, messageOf } from "../util/errors.ts";
-import { ByteQueue } from "./byte-queue.ts";
+import { ByteQueue } from "../util/byte-queue.ts";
 import { shortString } from "./configuration.ts";
 import { badStream, unsupported } from "./errors.ts";
 import { u64 } from "./encode.ts";

@@ -1,5 +1,5 @@
 import { HrError } from "../util/errors.ts";
-import { ByteQueue } from "./byte-queue.ts";
+import { ByteQueue } from "../util/byte-queue.ts";
 
 /**
  * QEMU's stream framing for `-netdev stream` (7.2+) and legacy `-netdev socket`, both directions:

@@ -1,5 +1,5 @@
 import { HrError } from "../util/errors.ts";
-import { ByteQueue } from "./byte-queue.ts";
+import { ByteQueue } from "../util/byte-queue.ts";
 
 /**
  * Classic libpcap file format (what tcpdump -w writes), Ethernet link type.

@@ -1,7 +1,8 @@
-import { createConnection, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { setTimeout as delay } from "node:timers/promises";
 import { messageOf } from "../util/errors.ts";
 import { qmpError } from "./errors.ts";
+import { connectUnix } from "../util/unix-socket.ts";
 
 /**
  * Right after QEMU is spawned its `-qmp unix:PATH,server=on,wait=off` socket may not exist yet
@@ -17,7 +18,7 @@ export async function connectUnixWithRetry(
 ): Promise<Socket> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await connectOnce(path);
+      return await connectUnix(path);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? "";
       if (!RETRYABLE.has(code) || Date.now() + intervalMs > retryDeadline) {
@@ -31,19 +32,4 @@ export async function connectUnixWithRetry(
       await delay(intervalMs);
     }
   }
-}
-
-function connectOnce(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = createConnection({ path });
-    const onError = (error: Error): void => {
-      socket.destroy();
-      reject(error);
-    };
-    socket.once("error", onError);
-    socket.once("connect", () => {
-      socket.off("error", onError);
-      resolve(socket);
-    });
-  });
 }

@@ -16,10 +16,11 @@
  * host reconnected (a quick close + open can fall between two of its looks), so after a framing
  * error it skips input up to the next PING header: waitReady()'s PINGs bring it back in step.
  */
-import { connect as netConnect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HrError, messageOf } from "../util/errors.ts";
 import { AgentDecoder, encodeMessage, type AgentMessage } from "./agent-protocol.ts";
+import { connectUnix } from "../util/unix-socket.ts";
 
 export type AgentErrorCode =
   "AGENT_CONNECT" | "AGENT_CLOSED" | "AGENT_TIMEOUT" | "AGENT_PROTOCOL" | "AGENT_ERROR";
@@ -88,7 +89,7 @@ export class AgentClient {
     const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
     for (;;) {
       try {
-        const socket = await openSocket(path);
+        const socket = await connectUnix(path);
         return new AgentClient(path, socket);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
@@ -293,21 +294,6 @@ export class AgentClient {
     this.#pending.clear();
     for (const entry of pending) entry.fail(error);
   }
-}
-
-function openSocket(path: string): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = netConnect(path);
-    const onError = (error: Error): void => {
-      socket.destroy();
-      reject(error);
-    };
-    socket.once("error", onError);
-    socket.once("connect", () => {
-      socket.off("error", onError);
-      resolve(socket);
-    });
-  });
 }
 
 function replyError(reply: AgentMessage, what: string): HrError {

@@ -1,6 +1,5 @@
-import { connect, type Socket } from "node:net";
 import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { connectUnixWithRetry } from "../../util/unix-socket.ts";
 import { writePrecopyStream } from "../../migration/index.ts";
 import { waitMigration } from "../../snapshot/capture.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
@@ -24,7 +23,7 @@ export async function loadFull(vm: Vm, source: VmStreamSource, timeoutMs: number
   const socketPath = join(vm.dir, "incoming.sock");
   try {
     await vm.qmp.execute("migrate-incoming", { uri: `unix:${socketPath}` });
-    const socket = await connectWithRetry(socketPath, 10_000);
+    const socket = await connectUnixWithRetry(socketPath, 10_000);
     const stats = await writePrecopyStream(socket, {
       configuration: source.configuration,
       ramStart: source.ramStart,
@@ -42,24 +41,5 @@ export async function loadFull(vm: Vm, source: VmStreamSource, timeoutMs: number
         hint: `see ${join(vm.dir, "qemu.log")}`,
       },
     );
-  }
-}
-
-export async function connectWithRetry(path: string, timeoutMs: number): Promise<Socket> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await new Promise<Socket>((resolve, reject) => {
-        const socket = connect(path);
-        socket.once("connect", () => {
-          socket.removeListener("error", reject);
-          resolve(socket);
-        });
-        socket.once("error", reject);
-      });
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await sleep(20);
-    }
   }
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ByteQueue } from "../../../src/net/byte-queue.ts";
+import { ByteQueue } from "../../../src/util/byte-queue.ts";
 import { encodeFrame, encodeFrames, FrameDecoder, MAX_FRAME_LENGTH } from "../../../src/net/frame-stream.ts";
 import { isHrError } from "../../../src/util/errors.ts";
 

@@ -1,6 +1,6 @@
 /**
- * Received chunks with a running byte count (undici's ByteParser habit), for the stream readers of
- * this folder. `push` keeps each chunk as it came; `consume(n)` returns the next n bytes and
+ * Received chunks with a running byte count (undici's ByteParser habit), for every stream reader of
+ * this project. `push` keeps each chunk as it came; `consume(n)` returns the next n bytes and
  * copies only when they span chunks (otherwise it returns a view of the pushed chunk: copy it if
  * you keep it); `peek*` read ahead without consuming. `consumed` counts every byte ever consumed,
  * for error messages ("at byte N"). Pure logic, no I/O.
