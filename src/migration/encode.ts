@@ -95,23 +95,46 @@ export function encodeRamSection(
   pages: readonly PageRecord[],
   blocks?: ReadonlyMap<string, RamBlockInfo>,
 ): Buffer {
-  const head = Buffer.alloc(SECTION_ID_HEADER_SIZE);
-  head[0] = kind === "end" ? Section.END : Section.PART;
-  head.writeUInt32BE(sectionId, 1);
-  const parts: Buffer[] = [head];
+  // One buffer sized up front: this runs for every page of a restore, so no per-page allocation.
+  let size = SECTION_ID_HEADER_SIZE + 8 + FOOTER_SIZE;
   let previous: string | undefined;
   for (const page of pages) {
     checkPage(page, blocks);
+    size += pageRecordSize(page, page.block === previous);
+    previous = page.block;
+  }
+  const out = Buffer.allocUnsafe(size);
+  out[0] = kind === "end" ? Section.END : Section.PART;
+  out.writeUInt32BE(sectionId, 1);
+  let at = SECTION_ID_HEADER_SIZE;
+  previous = undefined;
+  for (const page of pages) {
     const zero = page.zero === true;
     const sameBlock = page.block === previous;
     const flags = (zero ? RamFlag.ZERO : RamFlag.PAGE) | (sameBlock ? RamFlag.CONTINUE : 0);
-    parts.push(u64(page.offset + flags));
-    if (!sameBlock) parts.push(shortString(page.block));
-    parts.push(zero ? Buffer.from([page.fill ?? 0]) : page.data!);
+    at = writeU64(out, at, page.offset + flags);
+    if (!sameBlock) {
+      out[at] = Buffer.byteLength(page.block, "latin1");
+      at += 1;
+      at += out.write(page.block, at, "latin1");
+    }
+    if (zero) {
+      out[at] = page.fill ?? 0;
+      at += 1;
+    } else {
+      at += (page.data as Buffer).copy(out, at);
+    }
     previous = page.block;
   }
-  parts.push(u64(RamFlag.EOS), encodeFooter(sectionId));
-  return Buffer.concat(parts);
+  at = writeU64(out, at, RamFlag.EOS);
+  encodeFooter(sectionId).copy(out, at);
+  return out;
+}
+
+function writeU64(out: Buffer, at: number, value: number): number {
+  out.writeUInt32BE(Math.floor(value / 2 ** 32), at);
+  out.writeUInt32BE(value % 2 ** 32, at + 4);
+  return at + 8;
 }
 
 /** Encoded size of a page record (for batching), given whether it continues the previous block. */
@@ -121,20 +144,23 @@ export function pageRecordSize(page: PageRecord, continues: boolean): number {
 }
 
 function checkPage(page: PageRecord, blocks: ReadonlyMap<string, RamBlockInfo> | undefined): void {
-  const where = `page ${page.block}+0x${page.offset.toString(16)}`;
+  const where = (): string => `page ${page.block}+0x${page.offset.toString(16)}`;
   if (!Number.isSafeInteger(page.offset) || page.offset < 0 || page.offset % TARGET_PAGE_SIZE !== 0) {
-    throw badInput(`${where}: offset is not a multiple of 4096`);
+    throw badInput(`${where()}: offset is not a multiple of 4096`);
   }
   if (page.zero === true) {
-    if (page.data !== undefined) throw badInput(`${where}: both zero and data`);
+    if (page.data !== undefined) throw badInput(`${where()}: both zero and data`);
   } else if (page.data?.length !== TARGET_PAGE_SIZE) {
-    throw badInput(`${where}: data must be exactly 4096 bytes (or zero: true)`);
+    throw badInput(`${where()}: data must be exactly 4096 bytes (or zero: true)`);
   }
+  if (Buffer.byteLength(page.block, "latin1") > 255)
+    throw badInput(`${where()}: block id longer than 255 bytes`);
   if (blocks) {
     const block = blocks.get(page.block);
-    if (!block) throw badInput(`${where}: unknown RAM block`);
-    if (page.offset >= block.usedLength)
-      throw badInput(`${where}: beyond the block (${block.usedLength} bytes)`);
+    if (!block) throw badInput(`${where()}: unknown RAM block`);
+    if (page.offset >= block.usedLength) {
+      throw badInput(`${where()}: beyond the block (${block.usedLength} bytes)`);
+    }
   }
 }
 

@@ -3,6 +3,7 @@ import type { Cluster } from "../cluster/cluster.ts";
 import { MigrationStreamReader, type MigrationEvent } from "../migration/index.ts";
 import { HrError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
+import { RAM_BLOCK_ID } from "../vm/argv.ts";
 import type { Vm } from "../vm/vm.ts";
 import { captureMigration, type MigrationStats } from "./capture.ts";
 import { exportDisk, freezeDisk } from "./disk.ts";
@@ -228,7 +229,7 @@ async function captureVm(vm: Vm, builder: SnapshotBuilder, progress: Progress): 
   }
   const blocks = [...blockIndex.keys()];
   const writes = writesAfterCut(order, blockPages);
-  writer.setWorkingSet(writes.map((ref) => ({ blockId: blocks[ref.block] ?? "pc.ram", page: ref.page })));
+  writer.setWorkingSet(writes.map((ref) => ({ blockId: blocks[ref.block] ?? RAM_BLOCK_ID, page: ref.page })));
   progress({
     step: "memory saved",
     vm: vm.spec.name,

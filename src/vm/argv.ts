@@ -8,6 +8,8 @@
 export type Accel = "kvm" | "tcg";
 
 export const AGENT_PORT_NAME = "org.hotrestore.agent";
+/** The RAMBlock id of guest RAM (the memory backend's id). */
+export const RAM_BLOCK_ID = "ram0";
 
 export interface QemuPaths {
   kernel: string;
@@ -29,6 +31,8 @@ export interface QemuVmConfig {
   mac: string;
   /** Kernel command line parameters for our /init (hr.name, hr.ip, hr.hosts, hr.disk). */
   guestParams: Record<string, string>;
+  /** The `-object` arguments of the RAM backend (id RAM_BLOCK_ID); default: anonymous memory. */
+  ramBackend?: readonly string[];
   /** Extra arguments appended verbatim (e.g. -incoming defer for a restore). */
   extra?: readonly string[];
 }
@@ -55,8 +59,12 @@ export function qemuArgv(vm: QemuVmConfig, paths: QemuPaths): string[] {
     `${vm.name},debug-threads=on`,
     "-accel",
     vm.accel,
+    // Guest RAM is an explicit backend with a fixed id, so its RAMBlock is "ram0" whatever backs
+    // it: anonymous memory when booted (background-snapshot and post-copy need that), a file of the
+    // snapshot mapped copy-on-write for the mmap restore strategy.
+    ...(vm.ramBackend ?? ["-object", `memory-backend-ram,id=${RAM_BLOCK_ID},size=${vm.memoryMiB}M`]),
     "-machine",
-    "pc",
+    `pc,memory-backend=${RAM_BLOCK_ID}`,
     "-m",
     String(vm.memoryMiB),
     "-smp",

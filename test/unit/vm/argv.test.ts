@@ -29,6 +29,8 @@ describe("QEMU argv", () => {
       argv.some((arg, i) => arg === flag && argv[i + 1] === value);
     assert.ok(at("-accel", "tcg"));
     assert.ok(at("-m", "256"));
+    assert.ok(at("-object", "memory-backend-ram,id=ram0,size=256M"), "guest RAM is the ram0 block");
+    assert.ok(at("-machine", "pc,memory-backend=ram0"));
     assert.ok(at("-qmp", "unix:/s/vm,,1/qmp.sock,server=on,wait=off"), "commas in paths are doubled");
     assert.ok(at("-device", "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:00:00:02"));
     assert.ok(at("-netdev", "stream,id=net0,server=off,addr.type=unix,addr.path=/s/switch/db.sock"));
