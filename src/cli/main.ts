@@ -4,6 +4,7 @@
  * the daemon and prints the reply (human text, or JSON with --json). Only this file exits.
  */
 import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
 import { Command } from "commander";
 import type { ClusterStatus } from "../cluster/cluster.ts";
 import type { ExecReply } from "../control/controller.ts";
@@ -133,6 +134,22 @@ program
     }
     const reply = (await withDaemon(connection, (c) => c.request({ type: "down" }))) as { stopped?: string };
     console.log(options.json ? JSON.stringify(reply) : `stopped ${reply.stopped ?? "nothing"}`);
+  });
+
+program
+  .command("capture")
+  .description("write every frame a VM sends or receives through the switch to a pcap file")
+  .argument("<vm>", "VM name")
+  .argument("<file>", "pcap file to write")
+  .option("--seconds <n>", "how long to capture", (v) => Number.parseFloat(v), 5)
+  .action(async (vm: string, file: string, options: { seconds: number }) => {
+    const connection = await connectDaemon();
+    if (!connection)
+      throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
+    const reply = (await withDaemon(connection, (c) =>
+      c.request({ type: "capture", vm, file: resolve(file), seconds: options.seconds }),
+    )) as { file: string; frames: number };
+    console.log(`${reply.frames} frames written to ${reply.file}`);
   });
 
 async function storeRequest(action: ActionInput): Promise<unknown> {

@@ -21,6 +21,13 @@ export const actionSchema = z.discriminatedUnion("type", [
     timeoutMs: z.number().int().min(1).max(86_400_000).optional(),
   }),
   z.strictObject({ type: z.literal("down") }),
+  z.strictObject({
+    type: z.literal("capture"),
+    vm: z.string().max(64),
+    /** Absolute path of the pcap file to write. */
+    file: z.string().min(1).max(4096),
+    seconds: z.number().min(0.1).max(3600),
+  }),
   z.strictObject({ type: z.literal("snapshot"), name: z.string().max(64).optional() }),
   z.strictObject({ type: z.literal("snapshots") }),
   z.strictObject({ type: z.literal("snapshot-inspect"), name: z.string().max(64) }),

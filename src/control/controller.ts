@@ -74,6 +74,8 @@ export class Controller {
         return this.exec(action.vm, action.command, action.timeoutMs);
       case "down":
         return this.exclusive("down", () => this.down());
+      case "capture":
+        return this.capture(action.vm, action.file, action.seconds);
       case "snapshot":
         return this.exclusive("snapshot", () => this.snapshot(action.name, progress));
       case "snapshots":
@@ -157,6 +159,23 @@ export class Controller {
       stderr: result.stderr.toString("base64"),
       timedOut: result.timedOut,
     };
+  }
+
+  /** Writes every frame seen on a VM's switch port, both ways, to a pcap file for a while. */
+  private async capture(
+    vm: string,
+    file: string,
+    seconds: number,
+  ): Promise<{ file: string; frames: number }> {
+    const cluster = this.requireCluster();
+    cluster.vm(vm);
+    const before = cluster.switch.port(vm).counters;
+    const seen = before.rxFrames + before.txFrames;
+    await cluster.switch.startCapture(vm, file);
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    await cluster.switch.stopCapture(vm);
+    const after = cluster.switch.port(vm).counters;
+    return { file, frames: after.rxFrames + after.txFrames - seen };
   }
 
   private async snapshot(

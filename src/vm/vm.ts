@@ -27,6 +27,8 @@ export interface VmStartOptions {
   disk: string | undefined;
   /** Start paused, waiting for an incoming migration stream (`migrate-incoming`): a restore. */
   incoming?: boolean;
+  /** The `-object` arguments of guest RAM (block ram0); default anonymous memory (argv.ts). */
+  ramBackend?: readonly string[];
   extraArgs?: readonly string[];
 }
 
@@ -90,6 +92,7 @@ export class Vm {
           "hr.hosts": options.hosts,
           ...(options.disk ? { "hr.disk": "1" } : {}),
         },
+        ...(options.ramBackend === undefined ? {} : { ramBackend: options.ramBackend }),
         extra: [...(options.incoming ? ["-S", "-incoming", "defer"] : []), ...(options.extraArgs ?? [])],
       },
       {

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
+import { parsePcap } from "../../src/net/pcap.ts";
 import { Lab } from "./fixture.ts";
 
 interface Status {
@@ -132,6 +135,15 @@ describe("a 3-VM cluster on real QEMU and our switch", () => {
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /\/data/);
     assert.match(result.stdout, /kept/);
+  });
+
+  it("capture writes a VM's frames to a pcap file", async () => {
+    const file = join(lab.home, "app.pcap");
+    const result = await lab.cli(["capture", "app", file, "--seconds", "2"]);
+    assert.equal(result.code, 0, result.stderr);
+    const { records } = parsePcap(await readFile(file));
+    assert.ok(records.length > 10, `${records.length} frames captured`);
+    assert.match(result.stdout, /frames written/);
   });
 
   it("a second up is refused while the cluster runs", async () => {
