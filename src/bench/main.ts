@@ -4,13 +4,15 @@
  *   { suite, startedAt, host: {cpus, memMiB, kernel, node}, accel, results: [...] }
  * Suites: boot (time from `hotrestore up` to every VM ready, 1, 2 and 4 VMs of 256 MiB);
  * snapshot (4 VMs of 256 and 512 MiB: cluster pause, snapshot time, bytes stored vs RAM, full
- * restore latency, each beside QEMU's own migrate-to-file / -incoming-from-file in the same run).
+ * restore latency, each beside QEMU's own migrate-to-file / -incoming-from-file in the same run);
+ * restore-line (dependency graph + restore line for 10 to 10,000 VMs, pure computation).
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { median } from "../metrics/stats.ts";
 import { cli, ROOT } from "./cli-run.ts";
+import { restoreLineSuite } from "./restore-line.ts";
 import { snapshotSuite } from "./snapshot.ts";
 
 interface BootResult {
@@ -67,6 +69,7 @@ const suite = args.find((arg, i) => !arg.startsWith("--") && args[i - 1] !== "--
 const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
   boot: bootSuite,
   snapshot: snapshotSuite,
+  "restore-line": restoreLineSuite,
 };
 const chosen = suite === "all" ? Object.keys(suites) : [suite];
 

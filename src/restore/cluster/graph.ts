@@ -7,12 +7,12 @@ import {
   compareText,
   EdgeAccumulator,
   NON_TCP_MIN_BYTES,
-  senderResolver,
   type EdgeReason,
   type GraphEdge,
   type InflightFrameInput,
 } from "./line-edges.ts";
 import { stronglyConnectedComponents } from "./line-scc.ts";
+import { senderResolver } from "./line-sender.ts";
 
 /**
  * The restore dependency graph (DESIGN.md §6). Pure logic: it reads what a snapshot's
@@ -73,7 +73,7 @@ export interface DependencyGraphInput {
 
 export function buildDependencyGraph(input: DependencyGraphInput): DependencyGraph {
   const nodes = [...new Set(input.vms)].sort(compareText);
-  const edges = new EdgeAccumulator(new Set(nodes));
+  const edges = new EdgeAccumulator(nodes);
   const flowsByKey = new Map(input.flows.map((flow) => [flow.key, flow]));
   addLogEdges(edges, input.log, flowsByKey, input.nonTcpMinBytes ?? NON_TCP_MIN_BYTES);
   addUnackedEdges(edges, input.flows);
@@ -114,25 +114,39 @@ export function condenseGraph(
     for (const member of members) componentIndex[member] = index;
     return members.map((member) => names[member] ?? "").sort(compareText);
   });
-  const componentOf = Object.fromEntries(
-    names.map((name, index) => [name, componentIndex[index] ?? 0]),
-  ) as Record<string, number>;
+  const componentOf = Object.fromEntries(names.map((name, index) => [name, componentIndex[index] ?? 0]));
 
-  const condensed = new Map<number, CondensedEdge>();
-  for (const edge of known) {
-    const from = componentIndex[edge.from] ?? 0;
-    const to = componentIndex[edge.to] ?? 0;
-    if (from === to) continue;
-    const key = from * components.length + to;
-    const existing = condensed.get(key);
-    if (existing === undefined) {
-      condensed.set(key, { from, to, bytes: edge.bytes, frames: edge.frames });
-    } else {
-      existing.bytes += edge.bytes;
-      existing.frames += edge.frames;
-    }
+  // Known edges are sorted by source node: offsets[v]..offsets[v+1] are v's. For each component,
+  // `lastSource[d] === c` says the edge c→d exists already, at `slot[d]`.
+  const offsets = new Int32Array(names.length + 1);
+  for (const edge of known) offsets[edge.from + 1] = (offsets[edge.from + 1] ?? 0) + 1;
+  for (let node = 0; node < names.length; node += 1) {
+    offsets[node + 1] = (offsets[node + 1] ?? 0) + (offsets[node] ?? 0);
   }
-  const condensationEdges = [...condensed.values()].sort((x, y) => x.from - y.from || x.to - y.to);
+  const lastSource = new Int32Array(found.length).fill(-1);
+  const slot = new Int32Array(found.length);
+  const condensationEdges: CondensedEdge[] = [];
+  found.forEach((members, from) => {
+    for (const member of members) {
+      const end = offsets[member + 1] ?? 0;
+      for (let index = offsets[member] ?? 0; index < end; index += 1) {
+        const edge = known[index];
+        if (edge === undefined) continue;
+        const to = componentIndex[edge.to] ?? from;
+        if (to === from) continue;
+        const existing = lastSource[to] === from ? condensationEdges[slot[to] ?? 0] : undefined;
+        if (existing === undefined) {
+          lastSource[to] = from;
+          slot[to] = condensationEdges.length;
+          condensationEdges.push({ from, to, bytes: edge.bytes, frames: edge.frames });
+        } else {
+          existing.bytes += edge.bytes;
+          existing.frames += edge.frames;
+        }
+      }
+    }
+  });
+  condensationEdges.sort((x, y) => x.from - y.from || x.to - y.to);
   return {
     components,
     componentOf,

@@ -1,7 +1,4 @@
-import { parseArp } from "../../net/arp.ts";
-import { ETHERTYPE_ARP, ETHERTYPE_IPV4, parseEthernet } from "../../net/ethernet.ts";
 import type { Flow, DirectionStats, FlowEnd } from "../../net/flows.ts";
-import { parseIpv4 } from "../../net/ipv4.ts";
 import { parseTcpFrame } from "../../net/packet.ts";
 import { seqAfter } from "../../net/seq.ts";
 import { sequenceLength } from "../../net/tcp.ts";
@@ -52,6 +49,8 @@ export interface InflightFrameInput {
 }
 
 interface Accumulated {
+  /** from's index × node count + to's index: sorting by it sorts by (from, to). */
+  key: number;
   from: string;
   to: string;
   bytes: number;
@@ -61,24 +60,27 @@ interface Accumulated {
 
 /** Collects evidence per ordered pair of known, distinct VMs; anything else is ignored. */
 export class EdgeAccumulator {
-  readonly #nodes: ReadonlySet<string>;
-  readonly #edges = new Map<string, Accumulated>();
+  readonly #index: ReadonlyMap<string, number>;
+  readonly #edges = new Map<number, Accumulated>();
 
-  constructor(nodes: ReadonlySet<string>) {
-    this.#nodes = nodes;
+  constructor(nodes: readonly string[]) {
+    this.#index = new Map(nodes.map((node, index) => [node, index]));
   }
 
   /** True if the pair is an edge candidate (both ends known VMs, not a self-loop). */
   accepts(from: string, to: string): boolean {
-    return from !== to && this.#nodes.has(from) && this.#nodes.has(to);
+    return from !== to && this.#index.has(from) && this.#index.has(to);
   }
 
   add(from: string, to: string, reason: EdgeReason, bytes: number, frames: number): void {
-    if (!this.accepts(from, to)) return;
-    const key = `${from}\u0000${to}`;
+    const fromIndex = this.#index.get(from);
+    const toIndex = this.#index.get(to);
+    if (fromIndex === undefined || toIndex === undefined || fromIndex === toIndex) return;
+    // A number key: no string built per logged frame.
+    const key = fromIndex * this.#index.size + toIndex;
     let edge = this.#edges.get(key);
     if (edge === undefined) {
-      edge = { from, to, bytes: 0, frames: 0, reasons: new Set() };
+      edge = { key, from, to, bytes: 0, frames: 0, reasons: new Set() };
       this.#edges.set(key, edge);
     }
     edge.bytes += bytes;
@@ -86,10 +88,10 @@ export class EdgeAccumulator {
     edge.reasons.add(reason);
   }
 
-  /** Sorted by (from, to), code-unit order. */
+  /** Sorted by (from, to), in the order of `nodes` (sorted by the caller). */
   edges(): GraphEdge[] {
     return [...this.#edges.values()]
-      .sort((x, y) => compareText(x.from, y.from) || compareText(x.to, y.to))
+      .sort((x, y) => x.key - y.key)
       .map((edge) => {
         const reasons = REASON_PRIORITY.filter((reason) => edge.reasons.has(reason));
         return {
@@ -109,7 +111,8 @@ export function compareText(x: string, y: string): number {
 }
 
 /** The other end's VM of a flow, seen from `vm`; undefined if `vm` is neither end. */
-function peerOf(flow: Flow, vm: string): string | undefined {
+function peerOf(flow: Flow | undefined, vm: string): string | undefined {
+  if (flow === undefined) return undefined;
   if (flow.a.vm === vm) return flow.b.vm;
   if (flow.b.vm === vm) return flow.a.vm;
   return undefined;
@@ -126,8 +129,7 @@ export function addLogEdges(
     if (entry.tcp !== undefined) {
       if (entry.tcp.len <= 0) continue;
       // A segment flooded to every port (destination MAC not learnt yet) still has one receiver.
-      const flow = flowsByKey.get(entry.tcp.flowKey);
-      const to = entry.to === FLOODED && flow !== undefined ? peerOf(flow, entry.from) : entry.to;
+      const to = entry.to === FLOODED ? peerOf(flowsByKey.get(entry.tcp.flowKey), entry.from) : entry.to;
       if (to !== undefined) edges.add(entry.from, to, "data", entry.bytes, 1);
       continue;
     }
@@ -188,41 +190,4 @@ export function addInflightEdges(
     edges.add(from, held.to, "inflight", data.length, 1);
   }
   return unattributed;
-}
-
-/**
- * Tells a frame's sending VM from its content: its source MAC (when the MAC table is known),
- * else its source IPv4 address (IPv4 header, or the ARP sender address) as the flow table saw
- * it sent from a port. An address seen from two ports is ambiguous and resolves to nothing.
- */
-export function senderResolver(
-  flows: readonly Flow[],
-  macs: readonly { mac: string; vm: string }[],
-): (frame: Buffer) => string | undefined {
-  const byMac = new Map(macs.map(({ mac, vm }) => [mac.toLowerCase(), vm]));
-  const byIp = new Map<string, string | undefined>();
-  const learn = (end: FlowEnd): void => {
-    if (end.vm === undefined) return;
-    const known = byIp.get(end.ip);
-    byIp.set(end.ip, byIp.has(end.ip) && known !== end.vm ? undefined : end.vm);
-  };
-  for (const flow of flows) {
-    learn(flow.a);
-    learn(flow.b);
-  }
-  return (frame) => {
-    const ethernet = parseEthernet(frame);
-    if (ethernet === undefined) return undefined;
-    const byAddress = byMac.get(ethernet.src);
-    if (byAddress !== undefined) return byAddress;
-    if (ethernet.etherType === ETHERTYPE_IPV4) {
-      const ip = parseIpv4(ethernet.payload);
-      return ip === undefined ? undefined : byIp.get(ip.src);
-    }
-    if (ethernet.etherType === ETHERTYPE_ARP) {
-      const arp = parseArp(ethernet.payload);
-      return arp === undefined ? undefined : byIp.get(arp.senderIp);
-    }
-    return undefined;
-  };
 }

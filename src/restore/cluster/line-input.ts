@@ -84,7 +84,7 @@ export function cycleError(components: readonly (readonly string[])[], stuck: re
   const more = stuck.length > 4 ? ` and ${stuck.length - 4} more` : "";
   return new HrError(
     "RESTORE_LINE_CYCLE",
-    `restore line: the condensed graph has a cycle through components ${names.join(", ")}${more}`,
+    `restore line: the condensed graph is not a DAG: components ${names.join(", ")}${more} are on or lead to a cycle`,
     { hint: "condense the dependency graph (buildDependencyGraph / condenseGraph) before planning" },
   );
 }
