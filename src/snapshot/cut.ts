@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import type { Cluster } from "../cluster/cluster.ts";
 import { MigrationStreamReader, type MigrationEvent } from "../migration/index.ts";
+import { formatMac } from "../net/mac.ts";
 import { HrError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { RAM_BLOCK_ID } from "../vm/argv.ts";
@@ -67,8 +68,15 @@ export async function snapshotCluster(
         stoppedAt.set(vm.spec.name, performance.now());
       }),
     );
+    const senderOf = new Map(sw.macTable().map((entry) => [entry.mac, entry.port]));
     builder.setInflight(
-      vms.flatMap((vm) => sw.heldFrames(vm.spec.name).map((data) => ({ to: vm.spec.name, from: "", data }))),
+      vms.flatMap((vm) =>
+        sw.heldFrames(vm.spec.name).map((data) => ({
+          to: vm.spec.name,
+          from: data.length >= 12 ? (senderOf.get(formatMac(data, 6)) ?? "") : "",
+          data,
+        })),
+      ),
     );
     diskGeneration += 1;
     const frozen = await Promise.all(vms.map((vm) => freezeDisk(vm, diskGeneration)));
