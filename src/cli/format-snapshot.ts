@@ -84,8 +84,28 @@ export function formatRestoreReport(r: RestoreReport): string {
   return [
     `restored ${r.snapshot} (strategy ${r.strategy}, order ${r.order}): every VM running after ${r.restoreLatencyMs} ms; ${r.inflightFrames} frames in flight re-injected`,
     table([
-      ["VM", "LOADED", "LOAD TIME", "STARTED AT"],
-      ...r.vms.map((vm) => [vm.name, human(vm.bytesLoaded), `${vm.loadMs} ms`, `${vm.startedMs} ms`]),
+      [
+        "VM",
+        "STARTED AT",
+        "BEFORE START",
+        "AFTER START",
+        "FAULTS",
+        "FAULT p50/p99",
+        "WS RECALL",
+        "ALL IN AT",
+      ],
+      ...r.vms.map((vm) => [
+        vm.name,
+        `${vm.startedMs} ms`,
+        `${vm.pagesBeforeStart} pages (${human(vm.bytesBeforeStart)})`,
+        `${vm.pagesAfterStart} pages`,
+        String(vm.faults),
+        vm.faultServiceUs
+          ? `${Math.round(vm.faultServiceUs.p50)}/${Math.round(vm.faultServiceUs.p99)} us`
+          : "-",
+        vm.workingSet?.recall == null ? "-" : `${Math.round(vm.workingSet.recall * 100)}%`,
+        vm.backgroundDoneMs === null ? "-" : `${vm.backgroundDoneMs} ms`,
+      ]),
     ]),
   ].join("\n");
 }

@@ -16,6 +16,7 @@ import { Controller, type SnapshotInspection } from "../control/controller.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import type { SnapshotListEntry, VerifyReport } from "../snapshot/store/index.ts";
+import { STRATEGIES } from "../restore/vm/strategy.ts";
 import { silentLogger } from "../util/log.ts";
 import { cacheDir, guestDir, stateDir } from "../util/paths.ts";
 import { formatStatus } from "./format.ts";
@@ -236,16 +237,17 @@ program
   .command("restore")
   .description("replace the running cluster (or start one) with a snapshot's state")
   .argument("<name>", "snapshot name")
-  .option("--strategy <strategy>", "full", "full")
+  .option("--strategy <strategy>", `how each VM's memory comes back: ${STRATEGIES.join(" | ")}`, "full")
   .option("--json", "print JSON")
   .action(async (name: string, options: { strategy: string; json?: boolean }) => {
-    if (options.strategy !== "full") {
+    const strategy = STRATEGIES.find((known) => known === options.strategy);
+    if (strategy === undefined) {
       throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {
-        hint: "use --strategy full",
+        hint: `use one of: ${STRATEGIES.join(", ")}`,
       });
     }
     const report = (await withDaemon(await ensureDaemon(), (c) =>
-      c.request({ type: "restore", name, strategy: "full" }, progressPrinter(Boolean(options.json))),
+      c.request({ type: "restore", name, strategy }, progressPrinter(Boolean(options.json))),
     )) as RestoreReport;
     console.log(options.json ? JSON.stringify(report) : formatRestoreReport(report));
   });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { STRATEGIES } from "../restore/vm/strategy.ts";
 
 /**
  * The one list of things HotRestore can be asked to do. Every face (CLI over the daemon socket,
@@ -36,7 +37,7 @@ export const actionSchema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("restore"),
     name: z.string().max(64),
-    strategy: z.enum(["full"]).default("full"),
+    strategy: z.enum(STRATEGIES).default("full"),
   }),
 ]);
 

@@ -8,7 +8,7 @@ import { validateSpec } from "../../spec/validate.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
 import type { Logger } from "../../util/log.ts";
 import type { Accel } from "../../vm/argv.ts";
-import { loadFull } from "../vm/full.ts";
+import { restoreVm, type Strategy, type VmRestoreHandle, type Percentiles } from "../vm/strategy.ts";
 import { vmStreamSource } from "../vm/stream-source.ts";
 
 /**
@@ -17,7 +17,7 @@ import { vmStreamSource } from "../vm/stream-source.ts";
  * then every VM started (`cont`), the switch released, and `announce-self` so the network
  * relearns where each MAC lives. Any failure stops every process the restore started.
  */
-export type Strategy = "full";
+export type { Strategy } from "../vm/strategy.ts";
 export type Order = "simultaneous";
 
 export interface RestoreOptions {
@@ -44,6 +44,14 @@ export interface RestoreReport {
     readyMs: number;
     loadMs: number;
     bytesLoaded: number;
+    pagesBeforeStart: number;
+    pagesAfterStart: number;
+    bytesBeforeStart: number;
+    bytesAfterStart: number;
+    faults: number;
+    faultServiceUs: Percentiles | null;
+    workingSet: { recall: number | null; waste: number | null } | null;
+    backgroundDoneMs: number | null;
   }[];
 }
 
@@ -84,7 +92,8 @@ export async function restoreCluster(
     }
     for (const frame of inflight) sw.inject(frame.to, [frame.data]);
 
-    const loads = new Map<string, { readyMs: number; loadMs: number; bytes: number }>();
+    const handles = new Map<string, VmRestoreHandle>();
+    const readyAt = new Map<string, number>();
     await Promise.all(
       [...cluster.vms.values()].map(async (vm) => {
         const source = await vmStreamSource(snapshot, vm.spec.name);
@@ -96,17 +105,29 @@ export async function restoreCluster(
           await overlayDisk(snapshot.vmFilePath(vm.spec.name, DISK_FILE), disk);
         }
         progress({ step: "load", vm: vm.spec.name });
-        await vm.start({
-          accel: options.accel,
-          image: options.image,
-          netSocket: sockets.get(vm.spec.name) ?? "",
-          hosts: cluster.hosts,
-          disk,
-          incoming: true,
+        const handle = restoreVm(options.strategy, {
+          vm,
+          start: {
+            accel: options.accel,
+            image: options.image,
+            netSocket: sockets.get(vm.spec.name) ?? "",
+            hosts: cluster.hosts,
+            disk,
+          },
+          snapshot,
+          source,
+          commandAt: options.commandAt,
+          timeoutMs: LOAD_TIMEOUT_MS,
         });
-        const load = await loadFull(vm, source, LOAD_TIMEOUT_MS);
-        loads.set(vm.spec.name, { readyMs: since(), loadMs: load.loadMs, bytes: load.bytes });
-        progress({ step: "ready", vm: vm.spec.name, detail: `${load.pages} pages in ${load.loadMs} ms` });
+        handles.set(vm.spec.name, handle);
+        await handle.ready;
+        readyAt.set(vm.spec.name, since());
+        const figures = handle.figures();
+        progress({
+          step: "ready",
+          vm: vm.spec.name,
+          detail: `${figures.pagesBeforeStart} pages in ${figures.loadMs} ms`,
+        });
       }),
     );
 
@@ -114,6 +135,7 @@ export async function restoreCluster(
     await Promise.all(
       [...cluster.vms.values()].map(async (vm) => {
         await vm.qmp.execute("cont");
+        handles.get(vm.spec.name)?.started();
         vm.markRunning();
         started.set(vm.spec.name, since());
       }),
@@ -130,20 +152,38 @@ export async function restoreCluster(
       ),
     );
     progress({ step: "running", detail: `every VM running ${restoreLatencyMs} ms after the command` });
+    // Lazy strategies go on loading in the background: the report waits for them, and each
+    // restore refines the snapshot's working set with the order in which its guest faulted.
+    await Promise.all([...handles.values()].map((handle) => handle.finished));
+    for (const [vm, handle] of handles) {
+      const refined = handle.refinedWorkingSet();
+      if (refined !== undefined && refined.length > 0) await snapshot.replaceWorkingSet(vm, refined);
+    }
     const report: RestoreReport = {
       snapshot: name,
       strategy: options.strategy,
       order: "simultaneous",
       restoreLatencyMs,
       inflightFrames: inflight.length,
-      vms: spec.vms.map((vm) => ({
-        name: vm.name,
-        restoreLatencyMs: started.get(vm.name) ?? restoreLatencyMs,
-        startedMs: started.get(vm.name) ?? restoreLatencyMs,
-        readyMs: loads.get(vm.name)?.readyMs ?? 0,
-        loadMs: loads.get(vm.name)?.loadMs ?? 0,
-        bytesLoaded: loads.get(vm.name)?.bytes ?? 0,
-      })),
+      vms: spec.vms.map((vm) => {
+        const figures = handles.get(vm.name)?.figures();
+        return {
+          name: vm.name,
+          restoreLatencyMs: started.get(vm.name) ?? restoreLatencyMs,
+          startedMs: started.get(vm.name) ?? restoreLatencyMs,
+          readyMs: readyAt.get(vm.name) ?? 0,
+          loadMs: figures?.loadMs ?? 0,
+          bytesLoaded: (figures?.bytesBeforeStart ?? 0) + (figures?.bytesAfterStart ?? 0),
+          pagesBeforeStart: figures?.pagesBeforeStart ?? 0,
+          pagesAfterStart: figures?.pagesAfterStart ?? 0,
+          bytesBeforeStart: figures?.bytesBeforeStart ?? 0,
+          bytesAfterStart: figures?.bytesAfterStart ?? 0,
+          faults: figures?.faults ?? 0,
+          faultServiceUs: figures?.faultServiceUs ?? null,
+          workingSet: figures?.workingSet ?? null,
+          backgroundDoneMs: figures?.doneMs ?? null,
+        };
+      }),
     };
     return { cluster, report };
   } catch (error) {

@@ -29,13 +29,20 @@ export interface FaultEvent {
   afterStart: boolean;
 }
 
+export interface PolicyPause {
+  pauseMs: number;
+}
+
 export interface PagePolicy {
   readonly name: string;
   /**
    * Up to `max` page indexes to send next, most wanted first. Pages that are no longer unsent are
-   * skipped by the server; an empty array means the policy has nothing more to offer.
+   * skipped by the server; an empty array means the policy has nothing more to offer (the server
+   * then sweeps the rest in address order). `{ pauseMs }` holds the background back for up to
+   * that long (a fault or the end of the pause asks again): low priority, e.g. to leave the CPU
+   * to a guest that just started. Requested pages are served whatever the policy says.
    */
-  nextBatch(max: number, view: PolicyView): number[];
+  nextBatch(max: number, view: PolicyView): number[] | PolicyPause;
   /** The destination asked for a page (a vCPU or a device touched it). */
   onFault(fault: FaultEvent, view: PolicyView): void;
   /** The VM was started. */

@@ -1,0 +1,249 @@
+/**
+ * Strategies `lazy` and `workingset` (DESIGN.md §5): the destination QEMU (started paused with
+ * `-S -incoming defer`) loads the device state, then runs while the page server answers its
+ * page faults first and streams every other page behind them in address order.
+ *   lazy        nothing before start
+ *   workingset  the snapshot's stored working set loaded before start (VMware VEE'11)
+ *
+ *   const load = loadLazy(vm, source, { strategy, workingSet });
+ *   await load.prepared;                 // device state loaded; the VM is paused
+ *   await vm.qmp.execute("cont"); load.markStarted();
+ *   const { report, refinedWorkingSet } = await load.done;   // every page delivered
+ *   await snapshot.replaceWorkingSet(vm.spec.name, refinedWorkingSet);
+ *
+ * Failures reject `prepared` and `done` with an HrError naming the VM (the page server's or the
+ * store's code, e.g. SNAPSHOT_CORRUPT, PAGE_SERVER_STALLED; else RESTORE_LOAD_FAILED); the caller
+ * stops QEMU (the page server has already closed its socket).
+ */
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { HrError, messageOf } from "../../util/errors.ts";
+import { connectUnixWithRetry } from "../../util/unix-socket.ts";
+import type { Vm } from "../../vm/vm.ts";
+import { PageServer, type PageServerStats, type PageServerTuning } from "./page-server.ts";
+import type { FaultRecord, Percentiles } from "./page-server-log.ts";
+import { AddressOrderPolicy, type PagePolicy } from "./page-server-policy.ts";
+import type { PageServerSource } from "./page-server-read.ts";
+import type { PageRef } from "./page-server-space.ts";
+import { mergeFaultOrder, workingSetAccuracy, type WorkingSetAccuracy } from "./postcopy-working-set.ts";
+
+export type LazyStrategy = "lazy" | "workingset";
+
+export interface LazyOptions {
+  strategy: LazyStrategy;
+  /** The snapshot's working set: prefetched by `workingset`; recall is measured against it. */
+  workingSet: readonly PageRef[];
+  /** process.hrtime.bigint() when the restore began (default: now). */
+  t0Ns?: bigint;
+  /** Bound on the whole load (connect → every page delivered). Default 600 s. */
+  timeoutMs?: number;
+  /** Faults this long after start count for recall (DESIGN.md §4). Default 3000 ms. */
+  recallWindowMs?: number;
+  tuning?: Partial<PageServerTuning>;
+  /** Pages whose store chunks the server checks early (default: the working set). */
+  checkAhead?: readonly PageRef[];
+  /** Background order; default address order. (The elastic window plugs in here.) */
+  policy?: PagePolicy;
+}
+
+export interface LazyReport {
+  strategy: LazyStrategy;
+  prefetchPages: number;
+  pagesBeforeStart: number;
+  pagesAfterStart: number;
+  bytesBeforeStart: number;
+  bytesAfterStart: number;
+  faults: number;
+  faultsAfterStart: number;
+  /** Served on demand: request received → page written to the socket. */
+  faultServiceUs: Percentiles;
+  workingSet: WorkingSetAccuracy;
+  /** ms since t0 (undefined: not yet). */
+  preparedMs: number | undefined;
+  startedMs: number | undefined;
+  doneMs: number | undefined;
+  /** QEMU's own measure of vCPU time blocked on faults (postcopy-blocktime), ms. */
+  blocktimeMs: number | undefined;
+  server: PageServerStats;
+}
+
+export interface LazyDone {
+  report: LazyReport;
+  /** Distinct pages in first-fault order. */
+  faultOrder: PageRef[];
+  /** Every page request, in arrival order. */
+  faults: readonly FaultRecord[];
+  /** The working set merged with the fault order: store it with replaceWorkingSet. */
+  refinedWorkingSet: PageRef[];
+}
+
+export interface LazyLoad {
+  prepared: Promise<void>;
+  done: Promise<LazyDone>;
+  markStarted(): void;
+  report(): LazyReport | undefined;
+  abort(why: string): void;
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const PAUSED_TIMEOUT_MS = 30_000;
+
+/** What loadLazy uses of a VM (a Vm fits): its QMP connection, its directory, its name. */
+export type LazyVm = Pick<Vm, "qmp" | "dir"> & { spec: { name: string } };
+
+export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOptions): LazyLoad {
+  const t0Ns = options.t0Ns ?? process.hrtime.bigint();
+  const timeoutMs = options.timeoutMs ?? 600_000;
+  const prefetch = options.strategy === "workingset" ? options.workingSet : [];
+  let server: PageServer | undefined;
+  let blocktimeMs: number | undefined;
+  let aborted: string | undefined;
+  const name = vm.spec.name;
+
+  const report = (): LazyReport | undefined =>
+    server === undefined ? undefined : buildReport(options, server, prefetch.length, blocktimeMs);
+
+  const prepared = (async () => {
+    await vm.qmp.execute("migrate-set-capabilities", {
+      capabilities: [
+        { capability: "postcopy-ram", state: true },
+        { capability: "postcopy-blocktime", state: true },
+      ],
+    });
+    const path = join(vm.dir, "incoming.sock");
+    await vm.qmp.execute("migrate-incoming", { uri: `unix:${path}` });
+    const socket = await connectUnixWithRetry(path, CONNECT_TIMEOUT_MS);
+    if (aborted !== undefined) {
+      socket.destroy();
+      throw new HrError("PAGE_SERVER_ABORTED", aborted);
+    }
+    server = PageServer.start({
+      vm: name,
+      socket,
+      source,
+      prefetch,
+      checkAhead: options.checkAhead ?? options.workingSet,
+      policy: options.policy ?? new AddressOrderPolicy(),
+      t0Ns,
+      tuning: { doneTimeoutMs: timeoutMs, ...options.tuning },
+    });
+    await server.prepared;
+    await waitRunState(vm, (status) => status !== "inmigrate", PAUSED_TIMEOUT_MS);
+  })().catch((error: unknown) => {
+    server?.abort(messageOf(error));
+    throw loadFailed(name, error);
+  });
+
+  const done = prepared.then(async (): Promise<LazyDone> => {
+    const running = server!;
+    try {
+      const result = await running.done;
+      const info = await waitMigrationCompleted(vm, 60_000);
+      blocktimeMs = info["postcopy-blocktime"];
+      const faultOrder = result.faultOrder;
+      return {
+        report: buildReport(options, running, prefetch.length, blocktimeMs),
+        faultOrder,
+        faults: result.faults,
+        refinedWorkingSet: mergeFaultOrder(options.workingSet, faultOrder, { prefetched: prefetch.length }),
+      };
+    } catch (error) {
+      throw loadFailed(name, error);
+    }
+  });
+  // Either promise may be the only one the caller awaits.
+  prepared.catch(() => undefined);
+  done.catch(() => undefined);
+
+  return {
+    prepared,
+    done,
+    markStarted: () => server?.markStarted(),
+    report,
+    abort: (why: string) => {
+      aborted = why;
+      server?.abort(why);
+    },
+  };
+}
+
+function buildReport(
+  options: LazyOptions,
+  server: PageServer,
+  prefetched: number,
+  blocktimeMs: number | undefined,
+): LazyReport {
+  const stats = server.stats();
+  const ms = (us: number | undefined): number | undefined =>
+    us === undefined ? undefined : Math.round(us / 1000);
+  return {
+    strategy: options.strategy,
+    prefetchPages: stats.prefetchPages,
+    pagesBeforeStart: stats.pagesBeforeStart,
+    pagesAfterStart: stats.pagesAfterStart,
+    bytesBeforeStart: stats.bytesBeforeStart,
+    bytesAfterStart: stats.bytesAfterStart,
+    faults: stats.faults.faults,
+    faultsAfterStart: stats.faults.faultsAfterStart,
+    faultServiceUs: stats.faults.faultServiceUs,
+    workingSet: workingSetAccuracy(options.workingSet, server.faults(), {
+      prefetched,
+      startedAtUs: stats.startedAtUs,
+      windowMs: options.recallWindowMs ?? 3_000,
+    }),
+    preparedMs: ms(stats.preparedAtUs),
+    startedMs: ms(stats.startedAtUs),
+    doneMs: ms(stats.doneAtUs),
+    blocktimeMs,
+    server: stats,
+  };
+}
+
+/**
+ * Every failure names the VM. An HrError keeps its code (SNAPSHOT_CORRUPT, PAGE_SERVER_STALLED,
+ * MIGRATION_FAILED, ...) so callers can match on it; anything else is RESTORE_LOAD_FAILED.
+ */
+function loadFailed(vm: string, error: unknown): HrError {
+  const prefix = `VM ${vm}: lazy restore failed: `;
+  if (error instanceof HrError && error.message.startsWith(prefix)) return error;
+  const inner = messageOf(error).replace(`VM ${vm}: `, "");
+  const code = error instanceof HrError ? error.code : "RESTORE_LOAD_FAILED";
+  const hint = error instanceof HrError && error.hint !== undefined ? error.hint : "see the VM's qemu.log";
+  return new HrError(code, `${prefix}${inner}`, { cause: error, hint });
+}
+
+async function waitRunState(vm: LazyVm, ok: (status: string) => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { status } = await vm.qmp.execute("query-status");
+    if (ok(status)) return;
+    if (Date.now() > deadline) {
+      throw new HrError("RESTORE_LOAD_FAILED", `VM ${vm.spec.name}: still ${status} after ${timeoutMs} ms`);
+    }
+    await sleep(2);
+  }
+}
+
+interface PostcopyMigrationInfo {
+  status?: string;
+  "error-desc"?: string;
+  "postcopy-blocktime"?: number;
+}
+
+async function waitMigrationCompleted(vm: LazyVm, timeoutMs: number): Promise<PostcopyMigrationInfo> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const info = (await vm.qmp.executeRaw("query-migrate")) as PostcopyMigrationInfo;
+    if (info.status === "completed") return info;
+    if (info.status === "failed" || info.status === "cancelled") {
+      throw new HrError(
+        "MIGRATION_FAILED",
+        `VM ${vm.spec.name}: migration ${info.status}: ${info["error-desc"] ?? ""}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      throw new HrError("MIGRATION_TIMEOUT", `VM ${vm.spec.name}: migration still ${String(info.status)}`);
+    }
+    await sleep(20);
+  }
+}

@@ -1,0 +1,151 @@
+import type { SnapshotReader } from "../../snapshot/store/index.ts";
+import type { Vm, VmStartOptions } from "../../vm/vm.ts";
+import { loadFull } from "./full.ts";
+import { loadLazy } from "./lazy.ts";
+import { loadMmap } from "./mmap.ts";
+import type { VmStreamSource } from "./stream-source.ts";
+
+/**
+ * The one interface every restore strategy of a single VM offers the cluster orchestrator
+ * (DESIGN.md §5). `ready` settles when the VM is paused with enough state to run; the
+ * orchestrator sends `cont` (at the time the restore line says) and calls `started()`;
+ * `finished` settles when every page is in. `figures()` is the per-VM report.
+ */
+export const STRATEGIES = ["full", "mmap", "lazy", "workingset"] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+export interface Percentiles {
+  p50: number;
+  p99: number;
+}
+
+export interface VmRestoreFigures {
+  loadMs: number;
+  pagesBeforeStart: number;
+  pagesAfterStart: number;
+  bytesBeforeStart: number;
+  bytesAfterStart: number;
+  faults: number;
+  faultServiceUs: Percentiles | null;
+  workingSet: { recall: number | null; waste: number | null } | null;
+  /** Background loading done, ms after the restore command (null: nothing loads after start). */
+  doneMs: number | null;
+}
+
+export interface VmRestoreHandle {
+  ready: Promise<void>;
+  started(): void;
+  finished: Promise<void>;
+  figures(): VmRestoreFigures;
+  /** The working set refined by this restore's fault order, to store in the snapshot (lazy kinds). */
+  refinedWorkingSet(): { blockId: string; page: number }[] | undefined;
+}
+
+export interface VmRestoreContext {
+  vm: Vm;
+  start: Omit<VmStartOptions, "incoming" | "ramBackend">;
+  snapshot: SnapshotReader;
+  source: VmStreamSource;
+  /** performance.now() of the restore command. */
+  commandAt: number;
+  timeoutMs: number;
+}
+
+function settled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
+function eager(
+  ctx: VmRestoreContext,
+  load: () => Promise<{ loadMs: number; bytes: number; pages: number }>,
+): VmRestoreHandle {
+  let figures: VmRestoreFigures = {
+    loadMs: 0,
+    pagesBeforeStart: 0,
+    pagesAfterStart: 0,
+    bytesBeforeStart: 0,
+    bytesAfterStart: 0,
+    faults: 0,
+    faultServiceUs: null,
+    workingSet: null,
+    doneMs: null,
+  };
+  const ready = settled(
+    load().then((report) => {
+      figures = {
+        ...figures,
+        loadMs: report.loadMs,
+        pagesBeforeStart: report.pages,
+        bytesBeforeStart: report.bytes,
+      };
+    }),
+  );
+  return {
+    ready,
+    started: () => undefined,
+    finished: ready,
+    figures: () => figures,
+    refinedWorkingSet: () => undefined,
+  };
+}
+
+export function restoreVm(strategy: Strategy, ctx: VmRestoreContext): VmRestoreHandle {
+  switch (strategy) {
+    case "full":
+      return eager(ctx, async () => {
+        await ctx.vm.start({ ...ctx.start, incoming: true });
+        return loadFull(ctx.vm, ctx.source, ctx.timeoutMs);
+      });
+    case "mmap":
+      return eager(ctx, () =>
+        loadMmap(ctx.vm, ctx.start, ctx.source, ctx.snapshot, {
+          verify: "before-start",
+          timeoutMs: ctx.timeoutMs,
+        }),
+      );
+    case "lazy":
+    case "workingset":
+      return lazyKind(strategy, ctx);
+  }
+}
+
+function lazyKind(strategy: "lazy" | "workingset", ctx: VmRestoreContext): VmRestoreHandle {
+  const t0Ns = process.hrtime.bigint() - BigInt(Math.round((performance.now() - ctx.commandAt) * 1e6));
+  let load: ReturnType<typeof loadLazy> | undefined;
+  let refined: { blockId: string; page: number }[] | undefined;
+  const ready = settled(
+    (async () => {
+      const workingSet = await ctx.snapshot.workingSet(ctx.vm.spec.name);
+      await ctx.vm.start({ ...ctx.start, incoming: true });
+      load = loadLazy(ctx.vm, ctx.source, { strategy, workingSet, t0Ns, timeoutMs: ctx.timeoutMs });
+      await load.prepared;
+    })(),
+  );
+  const finished = settled(
+    ready.then(async () => {
+      const done = await (load as NonNullable<typeof load>).done;
+      refined = done.refinedWorkingSet;
+    }),
+  );
+  return {
+    ready,
+    started: () => load?.markStarted(),
+    finished,
+    figures: () => {
+      const report = load?.report();
+      return {
+        loadMs: report?.preparedMs ?? 0,
+        pagesBeforeStart: report?.pagesBeforeStart ?? 0,
+        pagesAfterStart: report?.pagesAfterStart ?? 0,
+        bytesBeforeStart: report?.bytesBeforeStart ?? 0,
+        bytesAfterStart: report?.bytesAfterStart ?? 0,
+        faults: report?.faultsAfterStart ?? 0,
+        faultServiceUs: report ? { p50: report.faultServiceUs.p50, p99: report.faultServiceUs.p99 } : null,
+        workingSet: report ? { recall: report.workingSet.recall, waste: report.workingSet.waste } : null,
+        doneMs: report?.doneMs ?? null,
+      };
+    },
+    refinedWorkingSet: () => refined,
+  };
+}
