@@ -8,7 +8,7 @@ import { validateSpec } from "../../spec/validate.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
 import type { Logger } from "../../util/log.ts";
 import type { Accel } from "../../vm/argv.ts";
-import { restoreVm, type Strategy, type VmRestoreHandle, type Percentiles } from "../vm/strategy.ts";
+import { restoreVm, type Strategy, type VmRestoreFigures, type VmRestoreHandle } from "../vm/strategy.ts";
 import { vmStreamSource } from "../vm/stream-source.ts";
 
 /**
@@ -37,23 +37,18 @@ export interface RestoreReport {
   order: Order;
   restoreLatencyMs: number;
   inflightFrames: number;
-  vms: {
-    name: string;
-    restoreLatencyMs: number;
-    startedMs: number;
-    readyMs: number;
-    loadMs: number;
-    bytesLoaded: number;
-    pagesBeforeStart: number;
-    pagesAfterStart: number;
-    bytesBeforeStart: number;
-    bytesAfterStart: number;
-    faults: number;
-    faultServiceUs: Percentiles | null;
-    workingSet: { recall: number | null; waste: number | null } | null;
-    backgroundDoneMs: number | null;
-  }[];
+  vms: RestoreVmReport[];
 }
+
+/** Per VM: when it started, plus its strategy's figures (VmRestoreFigures, `doneMs` renamed). */
+export type RestoreVmReport = {
+  name: string;
+  restoreLatencyMs: number;
+  startedMs: number;
+  readyMs: number;
+  bytesLoaded: number;
+  backgroundDoneMs: number | null;
+} & Omit<VmRestoreFigures, "doneMs">;
 
 export const LOAD_TIMEOUT_MS = 600_000;
 export const DISK_FILE = "disk.qcow2";
@@ -165,23 +160,18 @@ export async function restoreCluster(
       order: "simultaneous",
       restoreLatencyMs,
       inflightFrames: inflight.length,
-      vms: spec.vms.map((vm) => {
-        const figures = handles.get(vm.name)?.figures();
+      vms: spec.vms.map((vm): RestoreVmReport => {
+        const handle = handles.get(vm.name);
+        if (!handle) throw new HrError("RESTORE_FAILED", `VM ${vm.name} was never restored`);
+        const { doneMs, ...figures } = handle.figures();
         return {
           name: vm.name,
           restoreLatencyMs: started.get(vm.name) ?? restoreLatencyMs,
           startedMs: started.get(vm.name) ?? restoreLatencyMs,
           readyMs: readyAt.get(vm.name) ?? 0,
-          loadMs: figures?.loadMs ?? 0,
-          bytesLoaded: (figures?.bytesBeforeStart ?? 0) + (figures?.bytesAfterStart ?? 0),
-          pagesBeforeStart: figures?.pagesBeforeStart ?? 0,
-          pagesAfterStart: figures?.pagesAfterStart ?? 0,
-          bytesBeforeStart: figures?.bytesBeforeStart ?? 0,
-          bytesAfterStart: figures?.bytesAfterStart ?? 0,
-          faults: figures?.faults ?? 0,
-          faultServiceUs: figures?.faultServiceUs ?? null,
-          workingSet: figures?.workingSet ?? null,
-          backgroundDoneMs: figures?.doneMs ?? null,
+          bytesLoaded: figures.bytesBeforeStart + figures.bytesAfterStart,
+          backgroundDoneMs: doneMs,
+          ...figures,
         };
       }),
     };
