@@ -5,6 +5,7 @@
  * Suites: boot (time from `hotrestore up` to every VM ready, 1, 2 and 4 VMs of 256 MiB);
  * snapshot (4 VMs of 256 and 512 MiB: cluster pause, snapshot time, bytes stored vs RAM, full
  * restore latency, each beside QEMU's own migrate-to-file / -incoming-from-file in the same run);
+ * restore (one VM of 512 and 1024 MiB restored with every strategy, cold page cache);
  * restore-line (dependency graph + restore line for 10 to 10,000 VMs, pure computation).
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -13,6 +14,7 @@ import { join } from "node:path";
 import { median } from "../metrics/stats.ts";
 import { cli, ROOT } from "./cli-run.ts";
 import { restoreLineSuite } from "./restore-line.ts";
+import { restoreSuite } from "./restore.ts";
 import { snapshotSuite } from "./snapshot.ts";
 
 interface BootResult {
@@ -69,6 +71,7 @@ const suite = args.find((arg, i) => !arg.startsWith("--") && args[i - 1] !== "--
 const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
   boot: bootSuite,
   snapshot: snapshotSuite,
+  restore: restoreSuite,
   "restore-line": restoreLineSuite,
 };
 const chosen = suite === "all" ? Object.keys(suites) : [suite];

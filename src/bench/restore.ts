@@ -1,0 +1,94 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
+import type { RestoreReport } from "../restore/cluster/restore.ts";
+import { STRATEGIES } from "../restore/vm/strategy.ts";
+import type { SnapshotReport } from "../snapshot/cut.ts";
+import { cli, cliJson } from "./cli-run.ts";
+
+/**
+ * Restore suite: one VM (512 and 1024 MiB) running the `mem` workload (hot set 15% of its area,
+ * the area 40% of RAM), snapshotted once, then restored with every strategy in the same run, each
+ * with the snapshot's files dropped from the page cache first (GNU dd `iflag=nocache count=0`
+ * per file, i.e. posix_fadvise DONTNEED), and `lazy` a second time to show working-set refinement.
+ */
+const execFileAsync = promisify(execFile);
+
+async function dropCache(dir: string): Promise<void> {
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile()) continue;
+    const path = join(entry.parentPath, entry.name);
+    await execFileAsync("dd", [`if=${path}`, "iflag=nocache", "count=0", "status=none"]);
+  }
+}
+
+export interface RestoreBenchRow {
+  memoryMiB: number;
+  strategy: string;
+  restoreLatencyMs: number;
+  pagesBeforeStart: number;
+  pagesAfterStart: number;
+  faults: number;
+  faultP50Us: number | null;
+  faultP99Us: number | null;
+  recall: number | null;
+  allInMs: number | null;
+}
+
+export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
+  const rows: RestoreBenchRow[] = [];
+  for (const memoryMiB of [512, 1024]) {
+    const home = await mkdtemp(join(tmpdir(), "hr-bench-restore-"));
+    try {
+      const spec = {
+        name: "rbench",
+        vms: [
+          {
+            name: "vm0",
+            memoryMiB,
+            workload: {
+              kind: "mem",
+              mib: Math.round(memoryMiB * 0.4),
+              hotPercent: 15,
+              touchesPerSec: 20_000,
+            },
+          },
+        ],
+      };
+      const specPath = join(home, "spec.json");
+      await writeFile(specPath, JSON.stringify(spec));
+      await cliJson(home, ["up", specPath]);
+      await sleep(8_000);
+      const snap = await cliJson<SnapshotReport>(home, ["snapshot", "--name", "s"]);
+      const runs = [...STRATEGIES, "lazy"];
+      for (let rep = 0; rep < reps; rep += 1) {
+        for (const strategy of runs) {
+          await dropCache(snap.path);
+          const report = await cliJson<RestoreReport>(home, ["restore", "s", "--strategy", strategy]);
+          const vm = report.vms[0];
+          const row: RestoreBenchRow = {
+            memoryMiB,
+            strategy,
+            restoreLatencyMs: report.restoreLatencyMs,
+            pagesBeforeStart: vm?.pagesBeforeStart ?? 0,
+            pagesAfterStart: vm?.pagesAfterStart ?? 0,
+            faults: vm?.faults ?? 0,
+            faultP50Us: vm?.faultServiceUs ? Math.round(vm.faultServiceUs.p50) : null,
+            faultP99Us: vm?.faultServiceUs ? Math.round(vm.faultServiceUs.p99) : null,
+            recall: vm?.workingSet?.recall ?? null,
+            allInMs: vm?.backgroundDoneMs ?? null,
+          };
+          rows.push(row);
+          process.stderr.write(`  restore ${memoryMiB} MiB ${strategy}: ${JSON.stringify(row)}\n`);
+        }
+      }
+    } finally {
+      await cli(home, ["down"]);
+      await rm(home, { recursive: true, force: true });
+    }
+  }
+  return rows;
+}
