@@ -1,4 +1,5 @@
 import type { SnapshotInspection } from "../control/controller.ts";
+import type { SnapshotPlan } from "../restore/cluster/plan.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import type { SnapshotListEntry } from "../snapshot/store/index.ts";
@@ -108,4 +109,27 @@ export function formatRestoreReport(r: RestoreReport): string {
       ]),
     ]),
   ].join("\n");
+}
+
+export function formatPlan(plan: SnapshotPlan): string {
+  const lines = ["dependency graph (A -> B: A talks to B right after restore, so B starts no later than A)"];
+  if (plan.graph.edges.length === 0) lines.push("  no edges: no VM talked to another before the cut");
+  for (const edge of plan.graph.edges)
+    lines.push(`  ${edge.from} -> ${edge.to}  (${edge.reason}, ${human(edge.bytes)})`);
+  const together = plan.graph.components.filter((component) => component.length > 1);
+  if (together.length > 0)
+    lines.push(`start together: ${together.map((c) => `{${c.join(", ")}}`).join(" ")}`);
+  lines.push("", "restore line");
+  lines.push(
+    table([
+      ["VM", "START", "W0 PAGES", "SLACK"],
+      ...plan.graph.nodes.map((vm) => [
+        vm,
+        `${Math.round(plan.line.startMs[vm] ?? 0)} ms`,
+        String(plan.line.w0[vm] ?? 0),
+        `${Math.round(plan.line.slackMs[vm] ?? 0)} ms`,
+      ]),
+    ]),
+  );
+  return lines.join("\n");
 }

@@ -16,12 +16,14 @@ import { Controller, type SnapshotInspection } from "../control/controller.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import type { SnapshotListEntry, VerifyReport } from "../snapshot/store/index.ts";
+import { planToDot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 import { silentLogger } from "../util/log.ts";
 import { cacheDir, guestDir, stateDir } from "../util/paths.ts";
 import { formatStatus } from "./format.ts";
 import {
   formatInspect,
+  formatPlan,
   formatRestoreReport,
   formatSnapshotList,
   formatSnapshotReport,
@@ -213,6 +215,19 @@ snapshot
         `snapshot ${name} is damaged:\n${report.damages.map((d) => `  ${d.file}: ${d.problem}`).join("\n")}`,
       );
     if (!report.ok) process.exitCode = 1;
+  });
+
+snapshot
+  .command("graph")
+  .description("the restore dependency graph (who talks to whom at the cut) and the planned restore line")
+  .argument("<name>")
+  .option("--dot", "print Graphviz DOT")
+  .option("--json", "print JSON")
+  .action(async (name: string, options: { dot?: boolean; json?: boolean }) => {
+    const plan = (await storeRequest({ type: "snapshot-graph", name })) as SnapshotPlan;
+    if (options.json) console.log(JSON.stringify(plan));
+    else if (options.dot) console.log(planToDot(plan));
+    else console.log(formatPlan(plan));
   });
 
 snapshot

@@ -33,6 +33,7 @@ export const actionSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("snapshots") }),
   z.strictObject({ type: z.literal("snapshot-inspect"), name: z.string().max(64) }),
   z.strictObject({ type: z.literal("snapshot-verify"), name: z.string().max(64) }),
+  z.strictObject({ type: z.literal("snapshot-graph"), name: z.string().max(64) }),
   z.strictObject({ type: z.literal("snapshot-rm"), name: z.string().max(64) }),
   z.strictObject({
     type: z.literal("restore"),
@@ -42,7 +43,13 @@ export const actionSchema = z.discriminatedUnion("type", [
 ]);
 
 /** Actions that only read or change the snapshot store: they need no daemon. */
-export const STORE_ACTIONS = new Set(["snapshots", "snapshot-inspect", "snapshot-verify", "snapshot-rm"]);
+export const STORE_ACTIONS = new Set([
+  "snapshots",
+  "snapshot-inspect",
+  "snapshot-verify",
+  "snapshot-graph",
+  "snapshot-rm",
+]);
 
 export type Action = z.output<typeof actionSchema>;
 export type ActionInput = z.input<typeof actionSchema>;

@@ -6,6 +6,7 @@ import { HrError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { chooseAccel } from "../vm/accel.ts";
 import { restoreCluster, type RestoreReport, type Strategy } from "../restore/cluster/restore.ts";
+import { planFromSnapshot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { snapshotCluster, type SnapshotReport } from "../snapshot/cut.ts";
 import { SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
 import { actionSchema, type Action, type Progress } from "./actions.ts";
@@ -84,6 +85,8 @@ export class Controller {
         return this.inspect(action.name);
       case "snapshot-verify":
         return this.store.verify(action.name);
+      case "snapshot-graph":
+        return this.graph(action.name);
       case "snapshot-rm":
         return this.exclusive("snapshot rm", async () => {
           await this.store.remove(action.name);
@@ -200,6 +203,15 @@ export class Controller {
       const summary = await snapshot.summary();
       const traffic = (await snapshot.traffic()) as { graph?: { edges?: GraphEdge[] } } | null;
       return { ...summary, graph: { edges: traffic?.graph?.edges ?? [] } };
+    } finally {
+      await snapshot.close();
+    }
+  }
+
+  private async graph(name: string): Promise<SnapshotPlan> {
+    const snapshot = await this.store.open(name);
+    try {
+      return await planFromSnapshot(snapshot);
     } finally {
       await snapshot.close();
     }

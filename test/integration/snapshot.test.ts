@@ -123,6 +123,18 @@ describe("cluster snapshot and full restore on real VMs", () => {
     assert.ok(inspect.graph.edges.some((e) => e.from === "app" && e.to === "db" && e.bytes > 0));
     const verify = await lab.cli(["snapshot", "verify", "s1"]);
     assert.equal(verify.code, 0, verify.stdout);
+    const plan = await lab.cliJson<{
+      graph: { edges: { from: string; to: string }[] };
+      line: { startMs: Record<string, number> };
+    }>(["snapshot", "graph", "s1"]);
+    assert.ok(
+      plan.graph.edges.some((e) => e.from === "app" && e.to === "db"),
+      "app streams to db",
+    );
+    assert.ok(
+      (plan.line.startMs.db ?? Infinity) <= (plan.line.startMs.app ?? 0),
+      "the receiver starts no later",
+    );
   });
 
   it("a second snapshot while one runs is refused clearly", async () => {
