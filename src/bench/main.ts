@@ -12,7 +12,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { median } from "../metrics/stats.ts";
-import { cli, ROOT } from "./cli-run.ts";
+import { cli, ROOT } from "../cli/run-cli.ts";
 import { restoreLineSuite } from "./restore-line.ts";
 import { restoreSuite } from "./restore.ts";
 import { snapshotSuite } from "./snapshot.ts";

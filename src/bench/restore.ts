@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
-import { cli, cliJson } from "./cli-run.ts";
+import { cli, cliJson } from "../cli/run-cli.ts";
 
 /**
  * Restore suite: one VM (512 and 1024 MiB) running the `mem` workload (hot set 15% of its area,

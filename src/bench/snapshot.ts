@@ -15,7 +15,7 @@ import { chooseAccel } from "../vm/accel.ts";
 import type { Accel } from "../vm/argv.ts";
 import { Vm } from "../vm/vm.ts";
 import { cacheDir } from "../util/paths.ts";
-import { cli, cliJson } from "./cli-run.ts";
+import { cli, cliJson } from "../cli/run-cli.ts";
 
 /**
  * Snapshot suite: a 4-VM cluster (memory workloads with a hot set, two TCP flows) snapshotted and

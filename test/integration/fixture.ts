@@ -4,21 +4,14 @@
  * by PID (the daemon's, and any QEMU whose command line names this test's directory), even when
  * the test failed.
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
+import { cli as runCli, type Run } from "../../src/cli/run-cli.ts";
 
-export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BIN = join(ROOT, "bin", "hotrestore.js");
-
-export interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export { ROOT } from "../../src/cli/run-cli.ts";
+export type CliResult = Run;
 
 export class Lab {
   readonly home: string;
@@ -36,17 +29,7 @@ export class Lab {
   }
 
   async cli(args: string[], timeoutMs = 300_000): Promise<CliResult> {
-    return new Promise((resolve) => {
-      execFile(
-        process.execPath,
-        [BIN, ...args],
-        { env: this.env(), timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024, cwd: ROOT },
-        (error, stdout, stderr) => {
-          const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
-          resolve({ code, stdout, stderr });
-        },
-      );
-    });
+    return runCli(this.home, args, timeoutMs);
   }
 
   async cliJson<T>(args: string[]): Promise<T> {

@@ -12,14 +12,17 @@ export interface Run {
   ms: number;
 }
 
-/** Runs the real CLI against a private state directory, timing it. */
-export async function cli(home: string, args: string[]): Promise<Run> {
+/**
+ * Runs the real CLI as a child process against a private state directory, timing it
+ * (benchmarks and integration tests drive HotRestore exactly as a user does).
+ */
+export async function cli(home: string, args: string[], timeoutMs = 900_000): Promise<Run> {
   const started = performance.now();
   return new Promise((resolve) => {
     execFile(
       process.execPath,
       [BIN, ...args],
-      { env: { ...process.env, HOTRESTORE_HOME: home }, maxBuffer: 64 << 20, timeout: 900_000 },
+      { env: { ...process.env, HOTRESTORE_HOME: home }, maxBuffer: 64 << 20, timeout: timeoutMs, cwd: ROOT },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === "number" ? error.code : 1) : 0;
         resolve({ code, stdout, stderr, ms: performance.now() - started });
