@@ -56,7 +56,7 @@ root=$work/root
 mkdir -p "$root"/{bin,dev,etc,lib/modules,proc,sys,run,tmp,data}
 
 # --- our static programs
-programs=(hr-agent hr-stream hr-mem)
+programs=(hr-agent hr-stream hr-mem hr-clock)
 for prog in "${programs[@]}"; do
   gcc -static -O2 -Wall -Wextra -s -o "$root/bin/$prog" "$here/src/$prog.c" || die "compiling $prog failed"
 done

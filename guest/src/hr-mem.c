@@ -13,6 +13,10 @@
  *   {"mib":N,"hotPercent":N,"touches":N,"rate":N,"passes":N,"uptimeMs":N}
  * rate: touches/s over the last ~1 s; passes: touches / pages in the hot set, i.e. how many times
  * the hot set has been covered on average.
+ *
+ * Every 50 ms the loop also records (CLOCK_MONOTONIC ms, touches) in a ring of the last 20 s, and
+ * with each stat write STATFILE.hist is rewritten: one "ms touches" line per tick, oldest first.
+ * After a restore the host reads it to find when the rate came back (time to responsiveness).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -25,7 +29,37 @@
 #include "hrutil.h"
 
 #define STAT_MS 200
+#define TICK_MS 50
+#define HIST_TICKS 400
 #define COLD_ONE_IN 20
+
+static int64_t hist_at[HIST_TICKS];
+static uint64_t hist_touches[HIST_TICKS];
+static int hist_count = 0;
+static int hist_next = 0;
+
+static void hist_record(int64_t now, uint64_t touches) {
+  hist_at[hist_next] = now;
+  hist_touches[hist_next] = touches;
+  hist_next = (hist_next + 1) % HIST_TICKS;
+  if (hist_count < HIST_TICKS) hist_count++;
+}
+
+/* STATFILE.hist through a tmp file and rename(2), like the stat line. */
+static void hist_write(const char *path) {
+  char final[4096], tmp[4096];
+  if (snprintf(final, sizeof final, "%s.hist", path) >= (int)sizeof final) return;
+  if (snprintf(tmp, sizeof tmp, "%s.hist.tmp", path) >= (int)sizeof tmp) return;
+  FILE *f = fopen(tmp, "w");
+  if (!f) return;
+  int first = hist_count < HIST_TICKS ? 0 : hist_next;
+  for (int i = 0; i < hist_count; i++) {
+    int at = (first + i) % HIST_TICKS;
+    fprintf(f, "%lld %llu\n", (long long)hist_at[at], (unsigned long long)hist_touches[at]);
+  }
+  if (fclose(f) != 0) return;
+  rename(tmp, final);
+}
 
 static uint64_t rng_state = 0x2545F4914F6CDD1DULL;
 
@@ -75,6 +109,7 @@ int main(int argc, char **argv) {
   const int64_t started = hr_now_ms();
   const int batch = pace > 0 ? (pace / 100 < 1 ? 1 : pace / 100 > 1024 ? 1024 : (int)(pace / 100)) : 1024;
   int64_t next_stat = started;
+  int64_t next_tick = started;
   int64_t paced_from = started;
   uint64_t paced_touches = 0;
   uint64_t touches = 0;
@@ -98,6 +133,10 @@ int main(int argc, char **argv) {
       due = now;
     }
     for (;;) {
+      if (now >= next_tick) {
+        next_tick = now + TICK_MS;
+        hist_record(now, touches);
+      }
       if (now >= next_stat) {
         next_stat = now + STAT_MS;
         uint64_t per_sec = hr_rate_sample(&rate, now, touches);
@@ -108,9 +147,11 @@ int main(int argc, char **argv) {
                  mib, hot_percent, (unsigned long long)touches, (unsigned long long)per_sec,
                  (unsigned long long)(touches / hot_pages), (long long)(now - started));
         hr_write_stat(path, line);
+        hist_write(path);
       }
       if (now >= due) break;
       int64_t until = due < next_stat ? due : next_stat;
+      if (next_tick < until) until = next_tick;
       usleep((useconds_t)(until - now) * 1000);
       now = hr_now_ms();
     }

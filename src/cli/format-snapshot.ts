@@ -83,11 +83,15 @@ export function formatInspect(s: SnapshotInspection): string {
 
 export function formatRestoreReport(r: RestoreReport): string {
   return [
-    `restored ${r.snapshot} (strategy ${r.strategy}, order ${r.order}): every VM running after ${r.restoreLatencyMs} ms; ${r.inflightFrames} frames in flight re-injected`,
+    `restored ${r.snapshot} (strategy ${r.strategy}, order ${r.order}, hold ${r.hold ? "on" : "off"}): every VM running after ${r.restoreLatencyMs} ms; ${r.inflightFrames} frames in flight ${r.hold ? "re-injected" : "lost"}`,
+    `TCP backoff: max ${r.backoff.maxMs ?? "-"} ms, median ${r.backoff.medianMs ?? "-"} ms over ${r.backoff.flows.length} flows` +
+      `${r.backoff.stalledFlows > 0 ? ` (${r.backoff.stalledFlows} made no progress)` : ""}; ${r.retransmits} retransmitted segments; ${r.droppedFrames} frames dropped`,
     table([
       [
         "VM",
+        "READY AT",
         "STARTED AT",
+        "RESPONSIVE AT",
         "BEFORE START",
         "AFTER START",
         "FAULTS",
@@ -97,7 +101,9 @@ export function formatRestoreReport(r: RestoreReport): string {
       ],
       ...r.vms.map((vm) => [
         vm.name,
+        `${vm.readyMs} ms`,
         `${vm.startedMs} ms`,
+        vm.ttrMs === null ? "-" : `${vm.ttrMs} ms (${vm.ttrBasis ?? "?"})`,
         `${vm.pagesBeforeStart} pages (${human(vm.bytesBeforeStart)})`,
         `${vm.pagesAfterStart} pages`,
         String(vm.faults),

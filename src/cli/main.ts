@@ -17,6 +17,7 @@ import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import type { SnapshotListEntry, VerifyReport } from "../snapshot/store/index.ts";
 import { planToDot, type SnapshotPlan } from "../restore/cluster/plan.ts";
+import { ORDERS } from "../restore/cluster/start-gate.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 import { silentLogger } from "../util/log.ts";
 import { cacheDir, guestDir, stateDir } from "../util/paths.ts";
@@ -252,20 +253,32 @@ program
   .command("restore")
   .description("replace the running cluster (or start one) with a snapshot's state")
   .argument("<name>", "snapshot name")
-  .option("--strategy <strategy>", `how each VM's memory comes back: ${STRATEGIES.join(" | ")}`, "full")
+  .option("--strategy <strategy>", `how each VM's memory comes back: ${STRATEGIES.join(" | ")}`, "hotrestore")
+  .option("--order <order>", `when each VM starts: ${ORDERS.join(" | ")}`, "restore-line")
+  .option("--hold", "hold frames for VMs not yet running (default with restore-line)")
+  .option("--no-hold", "drop frames for VMs not yet running, like a host bridge (default with the baselines)")
   .option("--json", "print JSON")
-  .action(async (name: string, options: { strategy: string; json?: boolean }) => {
-    const strategy = STRATEGIES.find((known) => known === options.strategy);
-    if (strategy === undefined) {
-      throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {
-        hint: `use one of: ${STRATEGIES.join(", ")}`,
-      });
-    }
-    const report = (await withDaemon(await ensureDaemon(), (c) =>
-      c.request({ type: "restore", name, strategy }, progressPrinter(Boolean(options.json))),
-    )) as RestoreReport;
-    console.log(options.json ? JSON.stringify(report) : formatRestoreReport(report));
-  });
+  .action(
+    async (name: string, options: { strategy: string; order: string; hold?: boolean; json?: boolean }) => {
+      const strategy = STRATEGIES.find((known) => known === options.strategy);
+      if (strategy === undefined) {
+        throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {
+          hint: `use one of: ${STRATEGIES.join(", ")}`,
+        });
+      }
+      const order = ORDERS.find((known) => known === options.order);
+      if (order === undefined) {
+        throw new HrError("RESTORE_ORDER_UNKNOWN", `unknown order '${options.order}'`, {
+          hint: `use one of: ${ORDERS.join(", ")}`,
+        });
+      }
+      const action = { type: "restore" as const, name, strategy, order, hold: options.hold };
+      const report = (await withDaemon(await ensureDaemon(), (c) =>
+        c.request(action, progressPrinter(Boolean(options.json))),
+      )) as RestoreReport;
+      console.log(options.json ? JSON.stringify(report) : formatRestoreReport(report));
+    },
+  );
 
 try {
   await program.parseAsync(process.argv);

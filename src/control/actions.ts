@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { ORDERS } from "../restore/cluster/start-gate.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 
 /**
@@ -38,7 +39,10 @@ export const actionSchema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("restore"),
     name: z.string().max(64),
-    strategy: z.enum(STRATEGIES).default("full"),
+    strategy: z.enum(STRATEGIES).default("hotrestore"),
+    order: z.enum(ORDERS).default("restore-line"),
+    /** Hold frames for VMs not yet running; default: on for restore-line, off for the baselines. */
+    hold: z.boolean().optional(),
   }),
 ]);
 

@@ -5,7 +5,7 @@ import { validateSpec } from "../spec/validate.ts";
 import { HrError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { chooseAccel } from "../vm/accel.ts";
-import { restoreCluster, type RestoreReport, type Strategy } from "../restore/cluster/restore.ts";
+import { restoreCluster, type Order, type RestoreReport, type Strategy } from "../restore/cluster/restore.ts";
 import { planFromSnapshot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { snapshotCluster, type SnapshotReport } from "../snapshot/cut.ts";
 import { SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
@@ -93,7 +93,7 @@ export class Controller {
           return { removed: action.name };
         });
       case "restore":
-        return this.exclusive("restore", () => this.restore(action.name, action.strategy, progress));
+        return this.exclusive("restore", () => this.restore(action, progress));
     }
   }
 
@@ -228,11 +228,11 @@ export class Controller {
   }
 
   private async restore(
-    name: string,
-    strategy: Strategy,
+    action: { name: string; strategy: Strategy; order: Order; hold?: boolean | undefined },
     progress: (note: Progress) => void,
   ): Promise<RestoreReport> {
     const commandAt = performance.now();
+    const name = action.name;
     const snapshot = await this.store.open(name);
     try {
       const image = await loadGuestImage(this.options.guestDir);
@@ -249,7 +249,9 @@ export class Controller {
         image,
         accel: accel.accel,
         log: this.options.log,
-        strategy,
+        strategy: action.strategy,
+        order: action.order,
+        hold: action.hold,
         commandAt,
         progress,
       });

@@ -22,6 +22,11 @@ export interface PortCounters {
   rxFiltered: number;
   /** Frames for this port dropped because no QEMU was connected and the port was not held. */
   dropsDisconnected: number;
+  /**
+   * Frames for this port dropped because it was blocked: its VM is not running and the restore
+   * models a host bridge, which drops frames for a tap whose VM is not running yet.
+   */
+  dropsBlocked: number;
   /** Frames dropped because the connection had too much unsent data (the VM reads too slowly). */
   dropsBackpressure: number;
   /** Frames dropped from the hold queue because it passed its byte bound (oldest first). */
@@ -56,6 +61,7 @@ function zeroCounters(): PortCounters {
     rxMalformed: 0,
     rxFiltered: 0,
     dropsDisconnected: 0,
+    dropsBlocked: 0,
     dropsBackpressure: 0,
     holdDropped: 0,
     holdDroppedBytes: 0,
@@ -72,6 +78,8 @@ export class SwitchPort {
   readonly server: Server;
   readonly counters: PortCounters = zeroCounters();
   held = false;
+  /** Drop every frame for this port (takes precedence over nothing: a held port queues). */
+  blocked = false;
   holdWhileDisconnected: boolean;
   capture: PcapFileWriter | undefined;
   readonly #queue: HoldQueue;
@@ -117,6 +125,10 @@ export class SwitchPort {
 
   /** Sends the frame now, queues it (held, or disconnected with holdWhileDisconnected), or drops it. */
   deliver(frame: Buffer): DeliveryResult {
+    if (this.blocked && !this.held) {
+      this.counters.dropsBlocked++;
+      return "dropped";
+    }
     if (this.held || (this.#socket === undefined && this.holdWhileDisconnected)) {
       this.#queue.push(frame);
       this.#syncHoldCounters();

@@ -11,6 +11,7 @@ import { closePortServer, listenPortServer } from "./switch-socket.ts";
 import {
   TrafficMonitor,
   type FlowInfo,
+  type TcpEvent,
   type TrafficMonitorOptions,
   type TrafficPair,
 } from "./traffic-monitor.ts";
@@ -83,6 +84,8 @@ export interface SwitchEvents {
   "port-disconnected": [{ port: string; error: unknown }];
   "port-protocol-error": [{ port: string; error: unknown }];
   "mac-moved": [{ mac: string; from: string; to: string }];
+  /** A TCP segment forwarded (emitted only while someone listens). */
+  tcp: [TcpEvent];
 }
 
 export class VirtualSwitch extends EventEmitter<SwitchEvents> {
@@ -106,7 +109,13 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
     this.#logger = options.logger;
     this.#maxHoldBytes = options.maxHoldBytes ?? 64 * 1024 * 1024;
     this.#maxSocketBufferBytes = options.maxSocketBufferBytes ?? 8 * 1024 * 1024;
-    this.#monitor = new TrafficMonitor({ trafficLog: options.trafficLog, maxFlows: options.maxFlows });
+    this.#monitor = new TrafficMonitor({
+      trafficLog: options.trafficLog,
+      maxFlows: options.maxFlows,
+      onTcp: (event) => {
+        if (this.listenerCount("tcp") > 0) this.emit("tcp", event);
+      },
+    });
     this.#callbacks = {
       onFrame: (port, frame) => this.#forward(port, frame),
       onConnect: (port, replaced) => {
@@ -232,6 +241,14 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
     const port = this.#port(name);
     port.held = false;
     return port.flush();
+  }
+
+  /**
+   * Drops every frame for this port until unblocked (a held port still queues): how the restore
+   * baselines treat a VM that is not running yet, like a host bridge with the VM's tap down.
+   */
+  block(name: string, on: boolean): void {
+    this.#port(name).blocked = on;
   }
 
   holdAll(): void {

@@ -1,5 +1,5 @@
 import { channel } from "node:diagnostics_channel";
-import { FlowTable, type Flow } from "./flows.ts";
+import { FlowTable, type Flow, type FlowObservation } from "./flows.ts";
 import { parseTcpFrame } from "./packet.ts";
 import { FLOODED, TrafficLog, type TrafficLogEntry, type TrafficLogTcp } from "./traffic-log.ts";
 
@@ -30,14 +30,24 @@ export interface FlowInfo extends Flow {
 export interface TrafficMonitorOptions {
   trafficLog?: { maxEntries?: number; maxAgeMs?: number };
   maxFlows?: number;
+  /** Called for every TCP segment observed, after the flow table took it in. */
+  onTcp?: (event: TcpEvent) => void;
+}
+
+export interface TcpEvent {
+  t: number;
+  from: string;
+  observation: FlowObservation;
 }
 
 export class TrafficMonitor {
   readonly flowTable: FlowTable;
   readonly #log: TrafficLog;
   readonly #matrix = new Map<string, TrafficPair>();
+  readonly #onTcp: ((event: TcpEvent) => void) | undefined;
 
   constructor(options: TrafficMonitorOptions = {}) {
+    this.#onTcp = options.onTcp;
     this.flowTable = new FlowTable({ maxFlows: options.maxFlows });
     this.#log = new TrafficLog(options.trafficLog);
   }
@@ -97,6 +107,7 @@ export class TrafficMonitor {
     };
     const observation = this.flowTable.observe(segment, t);
     if (tcpChannel.hasSubscribers) tcpChannel.publish({ t, from, observation });
+    this.#onTcp?.({ t, from, observation });
     const len = tcp.payload.length;
     return { flowKey: observation.key, seq: tcp.seq, ack: tcp.ack, len, flags: tcp.flags };
   }

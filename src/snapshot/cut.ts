@@ -78,6 +78,9 @@ export async function snapshotCluster(
         })),
       ),
     );
+    // Flows as they stood at the cut: a restore loads them into its switch, so data the restored
+    // guests send again counts as retransmission and only what is new counts as progress.
+    builder.setTraffic(trafficAtCut(cluster));
     diskGeneration += 1;
     const frozen = await Promise.all(vms.map((vm) => freezeDisk(vm, diskGeneration)));
 
@@ -113,7 +116,6 @@ export async function snapshotCluster(
         );
       }),
     );
-    builder.setTraffic(trafficAtCut(cluster));
     const pauses: Record<string, number> = {};
     for (const vm of vms) {
       pauses[vm.spec.name] = Math.round(

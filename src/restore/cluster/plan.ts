@@ -8,7 +8,7 @@ import { planRestoreLine, type RestoreLine } from "./restore-line.ts";
  * The restore dependency graph and restore line planned for a snapshot (`snapshot graph`).
  * Readiness estimates are a first model, to be replaced by measured figures: QEMU start and
  * device state take QEMU_START_MS, each working-set page loaded before start costs PAGE_COST_MS
- * (4 KiB at ~150 MB/s from a cold local store), and the minimum W0 is empty.
+ * (4 KiB at ~150 MB/s from a cold local store), and the minimum W0 is the caller's.
  */
 export const QEMU_START_MS = 300;
 export const PAGE_COST_MS = 4096 / 150_000;
@@ -19,7 +19,14 @@ export interface SnapshotPlan {
   estimates: { name: string; readyEstimateMs: number; workingSetPages: number }[];
 }
 
-export async function planFromSnapshot(snapshot: SnapshotReader): Promise<SnapshotPlan> {
+/**
+ * `minW0Pages`: the W0 every VM loads at least (capped at its working set), included in its
+ * readiness estimate; the line adds slack pages on top.
+ */
+export async function planFromSnapshot(
+  snapshot: SnapshotReader,
+  options: { minW0Pages?: number } = {},
+): Promise<SnapshotPlan> {
   const traffic = (await snapshot.traffic()) as { flows?: Flow[]; log?: TrafficLogEntry[] } | null;
   const inflight = await snapshot.inflight();
   const vms = snapshot.vmNames();
@@ -30,14 +37,18 @@ export async function planFromSnapshot(snapshot: SnapshotReader): Promise<Snapsh
     inflight,
   });
   const summary = await snapshot.summary();
-  const estimates = summary.vms.map((vm) => ({
-    name: vm.name,
-    readyEstimateMs: QEMU_START_MS,
-    workingSetPages: vm.workingSetPages,
-  }));
+  const estimates = summary.vms.map((vm) => {
+    const w0Pages = Math.min(options.minW0Pages ?? 0, vm.workingSetPages);
+    return {
+      name: vm.name,
+      readyEstimateMs: QEMU_START_MS + w0Pages * PAGE_COST_MS,
+      workingSetPages: vm.workingSetPages,
+      w0Pages,
+    };
+  });
   const line = planRestoreLine({
     graph,
-    vms: estimates.map((vm) => ({ ...vm, w0Pages: 0, pageCostMs: PAGE_COST_MS })),
+    vms: estimates.map((vm) => ({ ...vm, pageCostMs: PAGE_COST_MS })),
   });
   return { graph, line, estimates };
 }

@@ -1,24 +1,42 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { Cluster } from "../../cluster/cluster.ts";
 import type { GuestImage } from "../../image/image.ts";
+import type { Flow } from "../../net/flows.ts";
+import type { TcpEvent } from "../../net/traffic-monitor.ts";
 import { overlayDisk } from "../../snapshot/disk.ts";
 import type { SnapshotReader } from "../../snapshot/store/index.ts";
 import { validateSpec } from "../../spec/validate.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
 import type { Logger } from "../../util/log.ts";
 import type { Accel } from "../../vm/argv.ts";
+import type { Vm } from "../../vm/vm.ts";
+import { DEFAULT_W0_PAGES } from "../vm/lazy.ts";
 import { restoreVm, type Strategy, type VmRestoreFigures, type VmRestoreHandle } from "../vm/strategy.ts";
 import { vmStreamSource } from "../vm/stream-source.ts";
+import { BackoffTracker, flowsActiveAtCut, type BackoffReport } from "./backoff.ts";
+import { syncGuestClock } from "./clock.ts";
+import { planFromSnapshot } from "./plan.ts";
+import { tryMeasureResponsiveness } from "./responsiveness.ts";
+import { StartGate, type Order } from "./start-gate.ts";
 
 /**
- * Restores a whole cluster from a snapshot: a fresh switch whose ports hold every frame, the
- * frames that were in flight at the cut queued on them, one paused QEMU per VM loading its state,
- * then every VM started (`cont`), the switch released, and `announce-self` so the network
- * relearns where each MAC lives. Any failure stops every process the restore started.
+ * Restores a whole cluster from a snapshot (DESIGN.md §8), as a coordinator with one restorer per
+ * VM:
+ *
+ *   PREPARE (QEMU started paused, state loaded up to W0) ─► READY ─► START (`cont` when the order
+ *   allows, StartGate) ─► RUNNING (frames for it delivered, announce-self, wall clock set) ─►
+ *   DONE (every page in; the snapshot's working set refined)
+ *
+ * Frames for a VM that is not running are held and delivered in order the instant it starts
+ * (`hold`, HotRestore's protocol, with the frames in flight at the cut re-injected), or dropped as
+ * a host bridge drops frames for a tap whose VM is not running (the baselines). Backoff per TCP
+ * flow is measured at the switch. Any failure stops every process the restore started, leaves
+ * the snapshot as it was, and names the VM and the step.
  */
 export type { Strategy } from "../vm/strategy.ts";
-export type Order = "simultaneous";
+export { ORDERS, type Order } from "./start-gate.ts";
 
 export interface RestoreOptions {
   dir: string;
@@ -26,6 +44,12 @@ export interface RestoreOptions {
   accel: Accel;
   log: Logger;
   strategy: Strategy;
+  /** Default restore-line. */
+  order?: Order;
+  /** Hold frames for VMs not yet running (default: on for restore-line, off for the baselines). */
+  hold?: boolean;
+  /** Bring each guest's wall clock to the host's after start (default true). */
+  syncClock?: boolean;
   /** performance.now() when the restore command arrived: every figure is relative to it. */
   commandAt: number;
   progress?: (note: { step: string; vm?: string; detail?: string }) => void;
@@ -35,8 +59,15 @@ export interface RestoreReport {
   snapshot: string;
   strategy: Strategy;
   order: Order;
+  hold: boolean;
+  /** Command → every VM running. */
   restoreLatencyMs: number;
   inflightFrames: number;
+  backoff: BackoffReport;
+  /** Retransmitted TCP segments seen at the switch during the restore. */
+  retransmits: number;
+  /** Frames dropped because their VM was not running yet (baselines only). */
+  droppedFrames: number;
   vms: RestoreVmReport[];
 }
 
@@ -48,16 +79,39 @@ export type RestoreVmReport = {
   readyMs: number;
   bytesLoaded: number;
   backgroundDoneMs: number | null;
+  /** Command → responsive (DESIGN.md §9); basis says which form. */
+  ttrMs: number | null;
+  ttrBasis: "workload" | "fault-stall" | "start" | null;
+  /** The guest's wall clock lag found (and corrected) after start, ms; null when not synced. */
+  clockLagMs: number | null;
+  w0Pages: number;
 } & Omit<VmRestoreFigures, "doneMs">;
 
 export const LOAD_TIMEOUT_MS = 600_000;
 export const DISK_FILE = "disk.qcow2";
+/** After every VM runs, flows get this long to show progress before their backoff is "stalled". */
+export const BACKOFF_HORIZON_MS = 20_000;
+
+type Step = "PREPARE" | "START" | "RUNNING" | "DONE";
+
+function stepError(vm: string, step: Step, error: unknown): HrError {
+  const inner = messageOf(error);
+  const message = inner.startsWith(`VM ${vm}`) ? `${inner} (step ${step})` : `VM ${vm}: ${step}: ${inner}`;
+  const code = error instanceof HrError ? error.code : "RESTORE_FAILED";
+  const hint = error instanceof HrError ? error.hint : undefined;
+  return new HrError(code, message, {
+    cause: error,
+    hint: hint ?? "see the VM's qemu.log in the daemon's state",
+  });
+}
 
 export async function restoreCluster(
   snapshot: SnapshotReader,
   options: RestoreOptions,
 ): Promise<{ cluster: Cluster; report: RestoreReport }> {
   const progress = options.progress ?? (() => undefined);
+  const order = options.order ?? "restore-line";
+  const hold = options.hold ?? order === "restore-line";
   const name = snapshot.manifest.name;
   const spec = validateSpec(snapshot.spec, `snapshot ${name}`);
   const stored = [...snapshot.vmNames()].sort();
@@ -69,6 +123,9 @@ export async function restoreCluster(
       { hint: "the snapshot is damaged; take a new one" },
     );
   }
+  const plan = await planFromSnapshot(snapshot, { minW0Pages: DEFAULT_W0_PAGES });
+  const traffic = (await snapshot.traffic()) as { flows?: (Flow & { lastSeenAgoMs?: number })[] } | null;
+  const inflight = await snapshot.inflight();
   const cluster = await Cluster.prepare(spec, {
     dir: options.dir,
     sourceDoc: snapshot.spec,
@@ -76,101 +133,178 @@ export async function restoreCluster(
     accel: options.accel,
     log: options.log,
   });
-  const since = (): number => Math.round(performance.now() - options.commandAt);
+  const since = (): number => Math.round((performance.now() - options.commandAt) * 10) / 10;
+  const sw = cluster.switch;
+  const tracker = new BackoffTracker(flowsActiveAtCut(traffic?.flows ?? []));
+  const onTcp = (event: TcpEvent): void =>
+    tracker.observe(
+      event.observation.key,
+      since(),
+      event.observation.progress,
+      event.observation.retransmission,
+    );
   try {
-    const sw = cluster.switch;
-    const inflight = await snapshot.inflight();
+    sw.flowTable.load(traffic?.flows ?? []);
+    sw.on("tcp", onTcp);
     const sockets = new Map<string, string>();
     for (const vm of cluster.vms.values()) {
-      sockets.set(vm.spec.name, await sw.addPort(vm.spec.name, { holdWhileDisconnected: true }));
-      sw.hold(vm.spec.name);
+      sockets.set(vm.spec.name, await sw.addPort(vm.spec.name, { holdWhileDisconnected: hold }));
+      if (hold) sw.hold(vm.spec.name);
+      else sw.block(vm.spec.name, true);
     }
+    // Held: queued and delivered when the receiver starts. Not held: lost, as on a host bridge.
     for (const frame of inflight) sw.inject(frame.to, [frame.data]);
 
     const handles = new Map<string, VmRestoreHandle>();
     const readyAt = new Map<string, number>();
+    const startedAt = new Map<string, { ms: number; hostAt: number }>();
+    const w0 = new Map<string, number>();
+    const gate = new StartGate(order, [...cluster.vms.keys()], plan.graph);
+    const announce: Promise<void>[] = [];
+    const clocks = new Map<string, number | null>();
+
+    const start = async (vm: Vm): Promise<void> => {
+      const vmName = vm.spec.name;
+      try {
+        await vm.qmp.execute("cont");
+      } catch (error) {
+        throw stepError(vmName, "START", error);
+      }
+      const hostAt = performance.now();
+      handles.get(vmName)?.started();
+      vm.markRunning();
+      if (hold) sw.release(vmName);
+      else sw.block(vmName, false);
+      const ms = since();
+      startedAt.set(vmName, { ms, hostAt });
+      tracker.started(vmName, ms);
+      progress({ step: "started", vm: vmName, detail: `${ms} ms after the command` });
+      announce.push(running(vm, options, clocks));
+      await Promise.all(gate.started(vmName).map((next) => start(cluster.vm(next))));
+    };
+
     await Promise.all(
       [...cluster.vms.values()].map(async (vm) => {
-        const source = await vmStreamSource(snapshot, vm.spec.name);
-        let disk: string | undefined;
-        if (snapshot.vmFileNames(vm.spec.name).includes(DISK_FILE)) {
-          await snapshot.verifyVmFile(vm.spec.name, DISK_FILE);
-          await mkdir(vm.dir, { recursive: true, mode: 0o700 });
-          disk = join(vm.dir, "disk.qcow2");
-          await overlayDisk(snapshot.vmFilePath(vm.spec.name, DISK_FILE), disk);
+        const vmName = vm.spec.name;
+        try {
+          const source = await vmStreamSource(snapshot, vmName);
+          let disk: string | undefined;
+          if (snapshot.vmFileNames(vmName).includes(DISK_FILE)) {
+            await snapshot.verifyVmFile(vmName, DISK_FILE);
+            await mkdir(vm.dir, { recursive: true, mode: 0o700 });
+            disk = join(vm.dir, "disk.qcow2");
+            await overlayDisk(snapshot.vmFilePath(vmName, DISK_FILE), disk);
+          }
+          progress({ step: "load", vm: vmName });
+          const w0Pages = plan.line.w0[vmName] ?? DEFAULT_W0_PAGES;
+          w0.set(vmName, options.strategy === "hotrestore" ? w0Pages : 0);
+          const handle = restoreVm(options.strategy, {
+            vm,
+            start: {
+              accel: options.accel,
+              image: options.image,
+              netSocket: sockets.get(vmName) ?? "",
+              hosts: cluster.hosts,
+              disk,
+            },
+            snapshot,
+            source,
+            commandAt: options.commandAt,
+            timeoutMs: LOAD_TIMEOUT_MS,
+            w0Pages,
+          });
+          handles.set(vmName, handle);
+          await handle.ready;
+        } catch (error) {
+          throw stepError(vmName, "PREPARE", error);
         }
-        progress({ step: "load", vm: vm.spec.name });
-        const handle = restoreVm(options.strategy, {
-          vm,
-          start: {
-            accel: options.accel,
-            image: options.image,
-            netSocket: sockets.get(vm.spec.name) ?? "",
-            hosts: cluster.hosts,
-            disk,
-          },
-          snapshot,
-          source,
-          commandAt: options.commandAt,
-          timeoutMs: LOAD_TIMEOUT_MS,
-        });
-        handles.set(vm.spec.name, handle);
-        await handle.ready;
-        readyAt.set(vm.spec.name, since());
-        const figures = handle.figures();
+        readyAt.set(vmName, since());
+        const figures = handles.get(vmName)?.figures();
         progress({
           step: "ready",
-          vm: vm.spec.name,
-          detail: `${figures.pagesBeforeStart} pages in ${figures.loadMs} ms`,
+          vm: vmName,
+          detail: `${figures?.pagesBeforeStart ?? 0} pages in ${figures?.loadMs ?? 0} ms`,
         });
+        await Promise.all(gate.ready(vmName).map((next) => start(cluster.vm(next))));
       }),
     );
+    if (startedAt.size !== cluster.vms.size) {
+      const waiting = [...cluster.vms.keys()].filter((vm) => !startedAt.has(vm));
+      throw new HrError("RESTORE_FAILED", `VMs ${waiting.join(", ")} were ready but never started`, {
+        hint: "a bug in the start order; report it with the snapshot's graph (`snapshot graph`)",
+      });
+    }
+    const restoreLatencyMs = Math.max(...[...startedAt.values()].map((s) => s.ms));
+    progress({ step: "running", detail: `every VM running ${restoreLatencyMs} ms after the command` });
+    await Promise.all(announce);
 
-    const started = new Map<string, number>();
+    // Lazy strategies go on loading in the background; each VM's failure names it.
     await Promise.all(
-      [...cluster.vms.values()].map(async (vm) => {
-        await vm.qmp.execute("cont");
-        handles.get(vm.spec.name)?.started();
-        vm.markRunning();
-        started.set(vm.spec.name, since());
+      [...handles].map(async ([vmName, handle]) => {
+        try {
+          await handle.finished;
+        } catch (error) {
+          throw stepError(vmName, "DONE", error);
+        }
       }),
     );
-    sw.releaseAll();
-    const restoreLatencyMs = since();
-    await Promise.all(
-      [...cluster.vms.values()].map((vm) =>
-        vm.qmp
-          .execute("announce-self", { initial: 50, max: 550, rounds: 3, step: 100 })
-          .catch((error: unknown) =>
-            options.log.warn({ err: error, vm: vm.spec.name }, "announce-self failed"),
-          ),
+    const horizon = performance.now() + BACKOFF_HORIZON_MS;
+    while (!tracker.complete && performance.now() < horizon) await sleep(20);
+    const responsiveness = new Map(
+      await Promise.all(
+        spec.vms.map(async (vmSpec) => {
+          const started = startedAt.get(vmSpec.name);
+          const vm = cluster.vm(vmSpec.name);
+          const result =
+            started === undefined
+              ? null
+              : await tryMeasureResponsiveness(
+                  vm,
+                  vmSpec,
+                  { hostAt: started.hostAt, startedMs: started.ms },
+                  (m) => options.log.warn(m),
+                );
+          return [vmSpec.name, result] as const;
+        }),
       ),
     );
-    progress({ step: "running", detail: `every VM running ${restoreLatencyMs} ms after the command` });
-    // Lazy strategies go on loading in the background: the report waits for them, and each
-    // restore refines the snapshot's working set with the order in which its guest faulted.
-    await Promise.all([...handles.values()].map((handle) => handle.finished));
-    for (const [vm, handle] of handles) {
+    for (const [vmName, handle] of handles) {
       const refined = handle.refinedWorkingSet();
-      if (refined !== undefined && refined.length > 0) await snapshot.replaceWorkingSet(vm, refined);
+      if (refined !== undefined && refined.length > 0) await snapshot.replaceWorkingSet(vmName, refined);
     }
+    const backoff = tracker.report();
     const report: RestoreReport = {
       snapshot: name,
       strategy: options.strategy,
-      order: "simultaneous",
+      order,
+      hold,
       restoreLatencyMs,
       inflightFrames: inflight.length,
+      backoff,
+      retransmits: tracker.retransmits,
+      droppedFrames: sw.ports().reduce((sum, port) => sum + port.counters.dropsBlocked, 0),
       vms: spec.vms.map((vm): RestoreVmReport => {
         const handle = handles.get(vm.name);
         if (!handle) throw new HrError("RESTORE_FAILED", `VM ${vm.name} was never restored`);
         const { doneMs, ...figures } = handle.figures();
+        const startedMs = startedAt.get(vm.name)?.ms ?? restoreLatencyMs;
+        const workload = responsiveness.get(vm.name)?.ttrMs ?? null;
+        const ttr: Pick<RestoreVmReport, "ttrMs" | "ttrBasis"> =
+          workload !== null
+            ? { ttrMs: workload, ttrBasis: "workload" }
+            : figures.faultTtrMs !== null
+              ? { ttrMs: figures.faultTtrMs, ttrBasis: "fault-stall" }
+              : { ttrMs: Math.round(startedMs), ttrBasis: "start" };
         return {
           name: vm.name,
-          restoreLatencyMs: started.get(vm.name) ?? restoreLatencyMs,
-          startedMs: started.get(vm.name) ?? restoreLatencyMs,
+          restoreLatencyMs: startedMs,
+          startedMs,
           readyMs: readyAt.get(vm.name) ?? 0,
           bytesLoaded: figures.bytesBeforeStart + figures.bytesAfterStart,
           backgroundDoneMs: doneMs,
+          ...ttr,
+          clockLagMs: clocks.get(vm.name) ?? null,
+          w0Pages: w0.get(vm.name) ?? 0,
           ...figures,
         };
       }),
@@ -182,5 +316,22 @@ export async function restoreCluster(
     throw error instanceof HrError
       ? error
       : new HrError("RESTORE_FAILED", `restore of ${name} failed: ${messageOf(error)}`, { cause: error });
+  } finally {
+    sw.off("tcp", onTcp);
+  }
+}
+
+/** RUNNING: the network relearns where the VM is; its wall clock is brought to the host's. */
+async function running(vm: Vm, options: RestoreOptions, clocks: Map<string, number | null>): Promise<void> {
+  const vmName = vm.spec.name;
+  await vm.qmp
+    .execute("announce-self", { initial: 50, max: 550, rounds: 3, step: 100 })
+    .catch((error: unknown) => options.log.warn({ err: error, vm: vmName }, "announce-self failed"));
+  if (options.syncClock === false) return;
+  try {
+    clocks.set(vmName, await syncGuestClock(vm));
+  } catch (error) {
+    options.log.warn({ err: error, vm: vmName }, "setting the guest's clock failed");
+    clocks.set(vmName, null);
   }
 }

@@ -1,9 +1,11 @@
 /**
- * Strategies `lazy` and `workingset` (DESIGN.md §5): the destination QEMU (started paused with
- * `-S -incoming defer`) loads the device state, then runs while the page server answers its
- * page faults first and streams every other page behind them in address order.
- *   lazy        nothing before start
+ * Strategies `lazy`, `workingset` and `hotrestore` (DESIGN.md §5): the destination QEMU (started
+ * paused with `-S -incoming defer`) loads the device state, then runs while the page server
+ * answers its page faults first and streams every other page behind them.
+ *   lazy        nothing before start; the rest in address order
  *   workingset  the snapshot's stored working set loaded before start (VMware VEE'11)
+ *   hotrestore  the first W0 pages of the working set before start, then the elastic window
+ *               (elastic-window.ts) over the rest of it, then address order
  *
  *   const load = loadLazy(vm, source, { strategy, workingSet });
  *   await load.prepared;                 // device state loaded; the VM is paused
@@ -22,12 +24,13 @@ import { connectUnixWithRetry } from "../../util/unix-socket.ts";
 import type { Vm } from "../../vm/vm.ts";
 import { PageServer, type PageServerStats, type PageServerTuning } from "./page-server.ts";
 import type { FaultRecord, Percentiles } from "./page-server-log.ts";
+import { ElasticWindowPolicy, type ElasticStats, type ElasticWindowOptions } from "./elastic-window.ts";
 import { AddressOrderPolicy, type PagePolicy } from "./page-server-policy.ts";
 import type { PageServerSource } from "./page-server-read.ts";
 import type { PageRef } from "./page-server-space.ts";
 import { mergeFaultOrder, workingSetAccuracy, type WorkingSetAccuracy } from "./postcopy-working-set.ts";
 
-export type LazyStrategy = "lazy" | "workingset";
+export type LazyStrategy = "lazy" | "workingset" | "hotrestore";
 
 export interface LazyOptions {
   strategy: LazyStrategy;
@@ -42,9 +45,19 @@ export interface LazyOptions {
   tuning?: Partial<PageServerTuning>;
   /** Pages whose store chunks the server checks early (default: the working set). */
   checkAhead?: readonly PageRef[];
-  /** Background order; default address order. (The elastic window plugs in here.) */
+  /** Background order; default address order for lazy/workingset, the elastic window for hotrestore. */
   policy?: PagePolicy;
+  /** hotrestore: working-set pages loaded before start (default DEFAULT_W0_PAGES). */
+  w0Pages?: number;
+  /** hotrestore: the window's tuning. */
+  elastic?: Partial<ElasticWindowOptions>;
 }
+
+/**
+ * W0 when the restore line gives none: 1024 pages (4 MiB, ~25 ms from a cold local store). Chosen
+ * by `npm run bench -- restore` (see README, "The elastic window").
+ */
+export const DEFAULT_W0_PAGES = 1024;
 
 export interface LazyReport {
   strategy: LazyStrategy;
@@ -65,6 +78,8 @@ export interface LazyReport {
   /** QEMU's own measure of vCPU time blocked on faults (postcopy-blocktime), ms. */
   blocktimeMs: number | undefined;
   server: PageServerStats;
+  /** hotrestore: the window's size over time and what the faults said. */
+  elastic: ElasticStats | undefined;
 }
 
 export interface LazyDone {
@@ -94,14 +109,15 @@ export type LazyVm = Pick<Vm, "qmp" | "dir"> & { spec: { name: string } };
 export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOptions): LazyLoad {
   const t0Ns = options.t0Ns ?? process.hrtime.bigint();
   const timeoutMs = options.timeoutMs ?? 600_000;
-  const prefetch = options.strategy === "workingset" ? options.workingSet : [];
+  const prefetch = prefetchOf(options);
+  const policy = options.policy ?? defaultPolicy(options);
   let server: PageServer | undefined;
   let blocktimeMs: number | undefined;
   let aborted: string | undefined;
   const name = vm.spec.name;
 
   const report = (): LazyReport | undefined =>
-    server === undefined ? undefined : buildReport(options, server, prefetch.length, blocktimeMs);
+    server === undefined ? undefined : buildReport(options, server, prefetch.length, blocktimeMs, policy);
 
   const prepared = (async () => {
     await vm.qmp.execute("migrate-set-capabilities", {
@@ -123,7 +139,7 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
       source,
       prefetch,
       checkAhead: options.checkAhead ?? options.workingSet,
-      policy: options.policy ?? new AddressOrderPolicy(),
+      policy,
       t0Ns,
       tuning: { doneTimeoutMs: timeoutMs, ...options.tuning },
     });
@@ -142,7 +158,7 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
       blocktimeMs = info["postcopy-blocktime"];
       const faultOrder = result.faultOrder;
       return {
-        report: buildReport(options, running, prefetch.length, blocktimeMs),
+        report: buildReport(options, running, prefetch.length, blocktimeMs, policy),
         faultOrder,
         faults: result.faults,
         refinedWorkingSet: mergeFaultOrder(options.workingSet, faultOrder, { prefetched: prefetch.length }),
@@ -167,11 +183,29 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
   };
 }
 
+function prefetchOf(options: LazyOptions): readonly PageRef[] {
+  switch (options.strategy) {
+    case "lazy":
+      return [];
+    case "workingset":
+      return options.workingSet;
+    case "hotrestore":
+      return options.workingSet.slice(0, Math.max(0, options.w0Pages ?? DEFAULT_W0_PAGES));
+  }
+}
+
+function defaultPolicy(options: LazyOptions): PagePolicy {
+  return options.strategy === "hotrestore"
+    ? new ElasticWindowPolicy(options.workingSet, options.elastic)
+    : new AddressOrderPolicy();
+}
+
 function buildReport(
   options: LazyOptions,
   server: PageServer,
   prefetched: number,
   blocktimeMs: number | undefined,
+  policy: PagePolicy,
 ): LazyReport {
   const stats = server.stats();
   const ms = (us: number | undefined): number | undefined =>
@@ -196,6 +230,7 @@ function buildReport(
     doneMs: ms(stats.doneAtUs),
     blocktimeMs,
     server: stats,
+    elastic: policy instanceof ElasticWindowPolicy ? policy.stats() : undefined,
   };
 }
 

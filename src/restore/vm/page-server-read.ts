@@ -13,10 +13,11 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import type { PageRecord, RamStart } from "../../migration/index.ts";
 import { HrError, isHrError, messageOf } from "../../util/errors.ts";
+import { CHUNK_PAGES } from "../../snapshot/store/index.ts";
 import { PAGE_BYTES, type PageSpace } from "./page-server-space.ts";
 
 /** Pages per checksummed chunk of the snapshot store (layout.ts CHUNK_PAGES). */
-export const STORE_CHUNK_PAGES = 256;
+export const STORE_CHUNK_PAGES = CHUNK_PAGES;
 
 /** What the page server reads a VM's memory through (VmMemoryReader fits). */
 export interface PageSource {

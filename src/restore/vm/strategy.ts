@@ -1,7 +1,9 @@
 import type { SnapshotReader } from "../../snapshot/store/index.ts";
 import type { Vm, VmStartOptions } from "../../vm/vm.ts";
 import { loadFull } from "./full.ts";
-import { loadLazy } from "./lazy.ts";
+import { faultStallTtr } from "../../metrics/ttr.ts";
+import { loadLazy, type LazyStrategy } from "./lazy.ts";
+import type { FaultRecord } from "./page-server-log.ts";
 import { loadMmap } from "./mmap.ts";
 import type { VmStreamSource } from "./stream-source.ts";
 
@@ -11,7 +13,7 @@ import type { VmStreamSource } from "./stream-source.ts";
  * orchestrator sends `cont` (at the time the restore line says) and calls `started()`;
  * `finished` settles when every page is in. `figures()` is the per-VM report.
  */
-export const STRATEGIES = ["full", "mmap", "lazy", "workingset"] as const;
+export const STRATEGIES = ["full", "mmap", "lazy", "workingset", "hotrestore"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
 export interface Percentiles {
@@ -30,6 +32,13 @@ export interface VmRestoreFigures {
   workingSet: { recall: number | null; waste: number | null } | null;
   /** Background loading done, ms after the restore command (null: nothing loads after start). */
   doneMs: number | null;
+  /**
+   * Generic time to responsiveness (DESIGN.md §9): the first 100 ms window after start with fault
+   * stalls under 10%, ms after the command; null for strategies whose faults we do not see.
+   */
+  faultTtrMs: number | null;
+  /** hotrestore: the window's size over time (ms after the command, pages). */
+  window: { atMs: number; pages: number; why: string }[] | null;
 }
 
 export interface VmRestoreHandle {
@@ -49,6 +58,8 @@ export interface VmRestoreContext {
   /** performance.now() of the restore command. */
   commandAt: number;
   timeoutMs: number;
+  /** hotrestore: working-set pages to load before start (the restore line's W0). */
+  w0Pages?: number;
 }
 
 function settled<T>(promise: Promise<T>): Promise<T> {
@@ -70,6 +81,8 @@ function eager(
     faultServiceUs: null,
     workingSet: null,
     doneMs: null,
+    faultTtrMs: null,
+    window: null,
   };
   const ready = settled(
     load().then((report) => {
@@ -106,19 +119,27 @@ export function restoreVm(strategy: Strategy, ctx: VmRestoreContext): VmRestoreH
       );
     case "lazy":
     case "workingset":
+    case "hotrestore":
       return lazyKind(strategy, ctx);
   }
 }
 
-function lazyKind(strategy: "lazy" | "workingset", ctx: VmRestoreContext): VmRestoreHandle {
+function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandle {
   const t0Ns = process.hrtime.bigint() - BigInt(Math.round((performance.now() - ctx.commandAt) * 1e6));
   let load: ReturnType<typeof loadLazy> | undefined;
   let refined: { blockId: string; page: number }[] | undefined;
+  let faults: readonly FaultRecord[] = [];
   const ready = settled(
     (async () => {
       const workingSet = await ctx.snapshot.workingSet(ctx.vm.spec.name);
       await ctx.vm.start({ ...ctx.start, incoming: true });
-      load = loadLazy(ctx.vm, ctx.source, { strategy, workingSet, t0Ns, timeoutMs: ctx.timeoutMs });
+      load = loadLazy(ctx.vm, ctx.source, {
+        strategy,
+        workingSet,
+        t0Ns,
+        timeoutMs: ctx.timeoutMs,
+        w0Pages: ctx.w0Pages,
+      });
       await load.prepared;
     })(),
   );
@@ -126,6 +147,7 @@ function lazyKind(strategy: "lazy" | "workingset", ctx: VmRestoreContext): VmRes
     ready.then(async () => {
       const done = await (load as NonNullable<typeof load>).done;
       refined = done.refinedWorkingSet;
+      faults = done.faults;
     }),
   );
   return {
@@ -144,8 +166,24 @@ function lazyKind(strategy: "lazy" | "workingset", ctx: VmRestoreContext): VmRes
         faultServiceUs: report ? { p50: report.faultServiceUs.p50, p99: report.faultServiceUs.p99 } : null,
         workingSet: report ? { recall: report.workingSet.recall, waste: report.workingSet.waste } : null,
         doneMs: report?.doneMs ?? null,
+        faultTtrMs: report ? stallTtr(faults, report.server.startedAtUs) : null,
+        window:
+          report?.elastic?.window.map((sample) => ({
+            atMs: Math.round(sample.atUs / 1000),
+            pages: sample.pages,
+            why: sample.why,
+          })) ?? null,
       };
     },
     refinedWorkingSet: () => refined,
   };
+}
+
+/** The generic TTR from a fault log (times are µs since the restore command). */
+function stallTtr(faults: readonly FaultRecord[], startedAtUs: number | undefined): number | null {
+  if (startedAtUs === undefined) return null;
+  const stalls = faults
+    .filter((fault) => fault.afterStart && fault.serviceUs !== undefined)
+    .map((fault) => ({ fromUs: fault.atUs, toUs: fault.atUs + (fault.serviceUs ?? 0) }));
+  return faultStallTtr({ stalls, startedUs: startedAtUs });
 }

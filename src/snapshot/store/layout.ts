@@ -36,8 +36,12 @@ import { HrError } from "../../util/errors.ts";
  */
 
 export const PAGE_SIZE = 4096;
-/** Pages per checksummed chunk: 256 pages = 1 MiB. */
-export const CHUNK_PAGES = 256;
+/**
+ * Pages per checksummed chunk: 16 pages = 64 KiB. A page is only handed to a guest once its whole
+ * chunk was read and checked, so the chunk is what a scattered working-set prefetch pays per page:
+ * 1 MiB chunks made a 1024-page W0 read and hash up to 1 GiB (restores took ~0.6 s to get ready).
+ */
+export const CHUNK_PAGES = 16;
 export const CHUNK_BYTES = PAGE_SIZE * CHUNK_PAGES;
 
 export const MANIFEST_FILE = "manifest.json";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { Bitmap } from "../../../src/snapshot/store/bitmap.ts";
+import { CHUNK_PAGES } from "../../../src/snapshot/store/layout.ts";
 import {
   decodeInflight,
   encodeInflight,
@@ -34,7 +35,7 @@ type Decoder = (file: string, bytes: Buffer) => unknown;
 function sampleIndex(): MemoryIndex {
   const present = new Bitmap(600);
   for (const page of [0, 1, 7, 255, 256, 599]) present.set(page);
-  return { pageCount: 600, present, chunkSums: new Rng(3).bytes(3 * 16) };
+  return { pageCount: 600, present, chunkSums: new Rng(3).bytes(Math.ceil(600 / CHUNK_PAGES) * 16) };
 }
 
 const FRAMES: InflightFrame[] = [
