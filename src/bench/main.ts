@@ -6,6 +6,8 @@
  * snapshot (4 VMs of 256 and 512 MiB: cluster pause, snapshot time, bytes stored vs RAM, full
  * restore latency, each beside QEMU's own migrate-to-file / -incoming-from-file in the same run);
  * restore (one VM of 512 and 1024 MiB restored with every strategy, cold page cache);
+ * cluster (4 VMs of 256–1024 MiB, chain + cycle of TCP flows: strategy × order, restore latency,
+ * time to responsiveness, TCP backoff, retransmissions);
  * restore-line (dependency graph + restore line for 10 to 10,000 VMs, pure computation);
  * scale (restore simulator, src/sim: every order and hold setting on 10 to 10,000 VMs; --reps = seeds).
  */
@@ -14,6 +16,7 @@ import { cpus, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { median } from "../metrics/stats.ts";
 import { cli, ROOT } from "../cli/run-cli.ts";
+import { clusterSuite } from "./cluster.ts";
 import { restoreLineSuite } from "./restore-line.ts";
 import { restoreSuite } from "./restore.ts";
 import { runScale } from "./scale.ts";
@@ -75,6 +78,7 @@ const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
   snapshot: snapshotSuite,
   restore: restoreSuite,
   "restore-line": restoreLineSuite,
+  cluster: clusterSuite,
   scale: (seeds) => runScale({ seeds, out: (line) => process.stderr.write(`  ${line}\n`) }),
 };
 const chosen = suite === "all" ? Object.keys(suites) : [suite];

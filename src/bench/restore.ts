@@ -13,11 +13,13 @@ import { cli, cliJson } from "../cli/run-cli.ts";
  * Restore suite: one VM (512 and 1024 MiB) running the `mem` workload (hot set 15% of its area,
  * the area 40% of RAM), snapshotted once, then restored with every strategy in the same run, each
  * with the snapshot's files dropped from the page cache first (GNU dd `iflag=nocache count=0`
- * per file, i.e. posix_fadvise DONTNEED), and `lazy` a second time to show working-set refinement.
+ * per file, i.e. posix_fadvise DONTNEED). `hotrestore` runs first (on the working set found at
+ * snapshot time) and again last (on the working set refined by the lazy restores in between), to
+ * show the refinement.
  */
 const execFileAsync = promisify(execFile);
 
-async function dropCache(dir: string): Promise<void> {
+export async function dropCache(dir: string): Promise<void> {
   for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
     if (!entry.isFile()) continue;
     const path = join(entry.parentPath, entry.name);
@@ -36,6 +38,13 @@ export interface RestoreBenchRow {
   faultP99Us: number | null;
   recall: number | null;
   allInMs: number | null;
+  ttrMs: number | null;
+  ttrBasis: string | null;
+  faultTtrMs: number | null;
+  w0Pages: number;
+  /** hotrestore: window size changes (count) and the final size. */
+  windowChanges: number | null;
+  windowFinal: number | null;
 }
 
 export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
@@ -63,7 +72,7 @@ export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
       await cliJson(home, ["up", specPath]);
       await sleep(8_000);
       const snap = await cliJson<SnapshotReport>(home, ["snapshot", "--name", "s"]);
-      const runs = [...STRATEGIES, "lazy"];
+      const runs = ["hotrestore", ...STRATEGIES.filter((s) => s !== "hotrestore"), "hotrestore"];
       for (let rep = 0; rep < reps; rep += 1) {
         for (const strategy of runs) {
           await dropCache(snap.path);
@@ -80,6 +89,12 @@ export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
             faultP99Us: vm?.faultServiceUs ? Math.round(vm.faultServiceUs.p99) : null,
             recall: vm?.workingSet?.recall ?? null,
             allInMs: vm?.backgroundDoneMs ?? null,
+            ttrMs: vm?.ttrMs ?? null,
+            ttrBasis: vm?.ttrBasis ?? null,
+            faultTtrMs: vm?.faultTtrMs ?? null,
+            w0Pages: vm?.w0Pages ?? 0,
+            windowChanges: vm?.window ? vm.window.length : null,
+            windowFinal: vm?.window ? (vm.window[vm.window.length - 1]?.pages ?? null) : null,
           };
           rows.push(row);
           process.stderr.write(`  restore ${memoryMiB} MiB ${strategy}: ${JSON.stringify(row)}\n`);
