@@ -257,9 +257,13 @@ program
   .option("--order <order>", `when each VM starts: ${ORDERS.join(" | ")}`, "restore-line")
   .option("--hold", "hold frames for VMs not yet running (default with restore-line)")
   .option("--no-hold", "drop frames for VMs not yet running, like a host bridge (default with the baselines)")
+  .option("--capture <dir>", "write each VM's frames during and after the restore to <dir>/<vm>.pcap")
   .option("--json", "print JSON")
   .action(
-    async (name: string, options: { strategy: string; order: string; hold?: boolean; json?: boolean }) => {
+    async (
+      name: string,
+      options: { strategy: string; order: string; hold?: boolean; capture?: string; json?: boolean },
+    ) => {
       const strategy = STRATEGIES.find((known) => known === options.strategy);
       if (strategy === undefined) {
         throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {
@@ -272,7 +276,8 @@ program
           hint: `use one of: ${ORDERS.join(", ")}`,
         });
       }
-      const action = { type: "restore" as const, name, strategy, order, hold: options.hold };
+      const capture = options.capture === undefined ? undefined : resolve(options.capture);
+      const action = { type: "restore" as const, name, strategy, order, hold: options.hold, capture };
       const report = (await withDaemon(await ensureDaemon(), (c) =>
         c.request(action, progressPrinter(Boolean(options.json))),
       )) as RestoreReport;

@@ -43,6 +43,8 @@ export const actionSchema = z.discriminatedUnion("type", [
     order: z.enum(ORDERS).default("restore-line"),
     /** Hold frames for VMs not yet running; default: on for restore-line, off for the baselines. */
     hold: z.boolean().optional(),
+    /** Absolute directory for one pcap per VM of the restored cluster's traffic. */
+    capture: z.string().max(4096).optional(),
   }),
 ]);
 

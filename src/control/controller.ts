@@ -228,7 +228,13 @@ export class Controller {
   }
 
   private async restore(
-    action: { name: string; strategy: Strategy; order: Order; hold?: boolean | undefined },
+    action: {
+      name: string;
+      strategy: Strategy;
+      order: Order;
+      hold?: boolean | undefined;
+      capture?: string | undefined;
+    },
     progress: (note: Progress) => void,
   ): Promise<RestoreReport> {
     const commandAt = performance.now();
@@ -252,6 +258,7 @@ export class Controller {
         strategy: action.strategy,
         order: action.order,
         hold: action.hold,
+        captureDir: action.capture,
         commandAt,
         progress,
       });

@@ -1,7 +1,15 @@
 import { join } from "node:path";
 import type { Cluster } from "../cluster/cluster.ts";
 import { MigrationStreamReader, type MigrationEvent } from "../migration/index.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  BackoffTracker,
+  flowsActiveAtCut,
+  type BackoffReport,
+  type FlowBackoff,
+} from "../metrics/backoff.ts";
 import { formatMac } from "../net/mac.ts";
+import type { TcpEvent } from "../net/traffic-monitor.ts";
 import { HrError, messageOf } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { RAM_BLOCK_ID } from "../vm/argv.ts";
@@ -36,6 +44,14 @@ export interface SnapshotReport {
     workingSetPages: number;
     migration: MigrationStats;
   }[];
+  /**
+   * TCP backoff caused by the snapshot's pause on the running cluster: per flow active at the cut,
+   * VM resumed → first progress at the switch (the same measure as a restore's backoff).
+   */
+  resumeBackoff: Omit<BackoffReport, "flows"> & {
+    flows: Omit<FlowBackoff, "segments">[];
+    retransmits: number;
+  };
 }
 
 export type Progress = (note: { step: string; vm?: string; detail?: string }) => void;
@@ -56,11 +72,22 @@ export async function snapshotCluster(
   const vms = [...cluster.vms.values()];
   const sw = cluster.switch;
   let released = false;
+  let onTcp: ((event: TcpEvent) => void) | undefined;
   try {
     builder.setSpec(cluster.sourceDoc);
     progress({ step: "cut", detail: "holding the switch and stopping every VM" });
     const holdAt = performance.now();
     sw.holdAll();
+    const live = new BackoffTracker(flowsActiveAtCut(sw.flows()));
+    const since = (): number => Math.round((performance.now() - holdAt) * 10) / 10;
+    onTcp = (event: TcpEvent): void =>
+      live.observe(
+        event.observation.key,
+        since(),
+        event.observation.progress,
+        event.observation.retransmission,
+      );
+    sw.on("tcp", onTcp);
     const stoppedAt = new Map<string, number>();
     await Promise.all(
       vms.map(async (vm) => {
@@ -88,6 +115,7 @@ export async function snapshotCluster(
     const captures = vms.map((vm) => {
       const resumed = vm.qmp.waitForEvent("RESUME", { timeoutMs: 60_000 }).then(() => {
         resumedAt.set(vm.spec.name, performance.now());
+        live.started(vm.spec.name, since());
       });
       const capture = captureVm(vm, builder, progress);
       return { vm, resumed, capture };
@@ -126,7 +154,15 @@ export async function snapshotCluster(
     builder.setPause({ clusterMs: clusterPause, vms: pauses });
     progress({ step: "commit" });
     const summary: SnapshotSummary = await builder.commit();
+    const horizon = performance.now() + 5_000;
+    while (!live.complete && performance.now() < horizon) await sleep(20);
+    const backoff = live.report();
     const report: SnapshotReport = {
+      resumeBackoff: {
+        ...backoff,
+        flows: backoff.flows.map(({ segments: _segments, ...flow }) => flow),
+        retransmits: live.retransmits,
+      },
       name,
       path: store.pathOf(name),
       pauseMs: clusterPause,
@@ -150,6 +186,8 @@ export async function snapshotCluster(
     throw error instanceof HrError
       ? error
       : new HrError("SNAPSHOT_FAILED", `snapshot ${name} failed: ${messageOf(error)}`, { cause: error });
+  } finally {
+    if (onTcp !== undefined) sw.off("tcp", onTcp);
   }
 }
 

@@ -15,7 +15,7 @@ import type { Vm } from "../../vm/vm.ts";
 import { DEFAULT_W0_PAGES } from "../vm/lazy.ts";
 import { restoreVm, type Strategy, type VmRestoreFigures, type VmRestoreHandle } from "../vm/strategy.ts";
 import { vmStreamSource } from "../vm/stream-source.ts";
-import { BackoffTracker, flowsActiveAtCut, type BackoffReport } from "./backoff.ts";
+import { BackoffTracker, flowsActiveAtCut, type BackoffReport } from "../../metrics/backoff.ts";
 import { syncGuestClock } from "./clock.ts";
 import { planFromSnapshot } from "./plan.ts";
 import { tryMeasureResponsiveness } from "./responsiveness.ts";
@@ -50,6 +50,8 @@ export interface RestoreOptions {
   hold?: boolean;
   /** Bring each guest's wall clock to the host's after start (default true). */
   syncClock?: boolean;
+  /** Write every frame each VM sends or receives during and after the restore to `<dir>/<vm>.pcap`. */
+  captureDir?: string;
   /** performance.now() when the restore command arrived: every figure is relative to it. */
   commandAt: number;
   progress?: (note: { step: string; vm?: string; detail?: string }) => void;
@@ -91,6 +93,8 @@ export const LOAD_TIMEOUT_MS = 600_000;
 export const DISK_FILE = "disk.qcow2";
 /** After every VM runs, flows get this long to show progress before their backoff is "stalled". */
 export const BACKOFF_HORIZON_MS = 20_000;
+/** The guests' wall clocks are set once every flow progressed, or this long after all run. */
+export const CLOCK_SYNC_DELAY_MS = 500;
 
 type Step = "PREPARE" | "START" | "RUNNING" | "DONE";
 
@@ -145,6 +149,7 @@ export async function restoreCluster(
     );
   try {
     sw.flowTable.load(traffic?.flows ?? []);
+    if (options.captureDir !== undefined) await sw.captureAll(options.captureDir);
     sw.on("tcp", onTcp);
     const sockets = new Map<string, string>();
     for (const vm of cluster.vms.values()) {
@@ -179,7 +184,7 @@ export async function restoreCluster(
       startedAt.set(vmName, { ms, hostAt });
       tracker.started(vmName, ms);
       progress({ step: "started", vm: vmName, detail: `${ms} ms after the command` });
-      announce.push(running(vm, options, clocks));
+      announce.push(announceSelf(vm, options));
       await Promise.all(gate.started(vmName).map((next) => start(cluster.vm(next))));
     };
 
@@ -237,6 +242,13 @@ export async function restoreCluster(
     const restoreLatencyMs = Math.max(...[...startedAt.values()].map((s) => s.ms));
     progress({ step: "running", detail: `every VM running ${restoreLatencyMs} ms after the command` });
     await Promise.all(announce);
+    // The wall clocks: an exec in every guest, which costs a freshly restored TCG guest tens of
+    // ms of CPU, so it waits until the flows show progress (at most CLOCK_SYNC_DELAY_MS).
+    if (options.syncClock !== false) {
+      const syncBy = performance.now() + CLOCK_SYNC_DELAY_MS;
+      while (!tracker.complete && performance.now() < syncBy) await sleep(5);
+      await Promise.all([...cluster.vms.values()].map((vm) => syncClock(vm, options, clocks)));
+    }
 
     // Lazy strategies go on loading in the background; each VM's failure names it.
     await Promise.all(
@@ -321,17 +333,19 @@ export async function restoreCluster(
   }
 }
 
-/** RUNNING: the network relearns where the VM is; its wall clock is brought to the host's. */
-async function running(vm: Vm, options: RestoreOptions, clocks: Map<string, number | null>): Promise<void> {
-  const vmName = vm.spec.name;
+/** RUNNING: the network relearns where the VM is. */
+async function announceSelf(vm: Vm, options: RestoreOptions): Promise<void> {
   await vm.qmp
     .execute("announce-self", { initial: 50, max: 550, rounds: 3, step: 100 })
-    .catch((error: unknown) => options.log.warn({ err: error, vm: vmName }, "announce-self failed"));
-  if (options.syncClock === false) return;
+    .catch((error: unknown) => options.log.warn({ err: error, vm: vm.spec.name }, "announce-self failed"));
+}
+
+/** The guest's wall clock brought to the host's; the lag found is reported. */
+async function syncClock(vm: Vm, options: RestoreOptions, clocks: Map<string, number | null>): Promise<void> {
   try {
-    clocks.set(vmName, await syncGuestClock(vm));
+    clocks.set(vm.spec.name, await syncGuestClock(vm));
   } catch (error) {
-    options.log.warn({ err: error, vm: vmName }, "setting the guest's clock failed");
-    clocks.set(vmName, null);
+    options.log.warn({ err: error, vm: vm.spec.name }, "setting the guest's clock failed");
+    clocks.set(vm.spec.name, null);
   }
 }

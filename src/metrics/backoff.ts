@@ -7,8 +7,8 @@
  * retransmission, not as progress. Retransmitted segments seen during the restore are counted
  * over all flows.
  */
-import type { Flow } from "../../net/flows.ts";
-import { median } from "../../metrics/stats.ts";
+import type { Flow } from "../net/flows.ts";
+import { median } from "./stats.ts";
 
 /** A flow counts as active at the cut when it carried a segment this recently and was not closed. */
 export const ACTIVE_AT_CUT_MS = 3000;

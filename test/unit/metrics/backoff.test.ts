@@ -7,7 +7,7 @@ import {
   flowsActiveAtCut,
   TIMELINE_SEGMENTS,
   type TrackedFlow,
-} from "../../../src/restore/cluster/backoff.ts";
+} from "../../../src/metrics/backoff.ts";
 import type { DirectionStats, Flow } from "../../../src/net/flows.ts";
 
 function direction(overrides: Partial<DirectionStats> = {}): DirectionStats {
