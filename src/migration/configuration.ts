@@ -11,8 +11,8 @@
  *       configuration/uuid              16 bytes
  *   It ends where the next byte is not 0x05 (no terminator).
  *
- * `measureConfiguration` finds its length in a ByteQueue without consuming (undefined = need more
- * bytes); `parseConfiguration` decodes complete bytes; `encodeConfiguration` writes them.
+ * `measureConfiguration` finds its length in a ByteQueue without consuming (or how many bytes it
+ * needs first); `parseConfiguration` decodes complete bytes; `encodeConfiguration` writes them.
  */
 import type { ByteQueue } from "../util/byte-queue.ts";
 import { badStream, migrationError, tooLarge, unsupported } from "./errors.ts";
@@ -26,25 +26,42 @@ const SUB_HEADER_SIZE = 2;
 const SUB_VERSION_SIZE = 4;
 const SUB_VERSION = 1;
 
-/** Bytes of the configuration record at the queue's front, or undefined while incomplete. */
-export function measureConfiguration(queue: ByteQueue, at: number): number | undefined {
-  if (queue.length < NAME_OFFSET) return undefined;
-  const nameLength = queue.peekUInt32BE(LEN_OFFSET);
-  if (nameLength > Limits.idstr) {
-    throw tooLarge(at, "configuration machine name", nameLength, Limits.idstr);
+/**
+ * Every byte `measureConfiguration` may look at lies in the first CONFIGURATION_WINDOW bytes: it
+ * throws once a subsection ends past Limits.configurationBytes, and the next subsection's header
+ * and capability count reach at most 2 + 255 + 4 + 4 bytes further.
+ */
+export const CONFIGURATION_WINDOW = Limits.configurationBytes + 512;
+
+/**
+ * What `measureConfiguration` found: the record's length, or, while it is incomplete, the
+ * buffered length to wait for (`need`) and where to measure from next time (`resume`, the end of
+ * the last whole subsection), so that a record arriving in small chunks is not rescanned each time.
+ */
+export type ConfigurationMeasure = { length: number } | { need: number; resume: number };
+
+/** Measures the configuration record at the queue's front without consuming. */
+export function measureConfiguration(queue: ByteQueue, at: number, resume = 0): ConfigurationMeasure {
+  let pos = resume;
+  if (pos === 0) {
+    if (queue.length < NAME_OFFSET) return { need: NAME_OFFSET, resume: 0 };
+    const nameLength = queue.peekUInt32BE(LEN_OFFSET);
+    if (nameLength > Limits.idstr) {
+      throw tooLarge(at, "configuration machine name", nameLength, Limits.idstr);
+    }
+    pos = NAME_OFFSET + nameLength;
   }
-  let pos = NAME_OFFSET + nameLength;
   for (;;) {
-    if (queue.length < pos + 1) return undefined;
-    if (queue.peekByte(pos) !== Section.SUBSECTION) return pos;
-    if (queue.length < pos + SUB_HEADER_SIZE) return undefined;
+    if (queue.length < pos + 1) return { need: pos + 1, resume: pos };
+    if (queue.peekByte(pos) !== Section.SUBSECTION) return { length: pos };
+    if (queue.length < pos + SUB_HEADER_SIZE) return { need: pos + SUB_HEADER_SIZE, resume: pos };
     const nameLen = queue.peekByte(pos + 1);
     const headerEnd = pos + SUB_HEADER_SIZE + nameLen + SUB_VERSION_SIZE;
-    if (queue.length < headerEnd) return undefined;
+    if (queue.length < headerEnd) return { need: headerEnd, resume: pos };
     const name = queue.peek(pos + SUB_HEADER_SIZE, nameLen).toString("latin1");
     const payload = measureSubsectionPayload(queue, headerEnd, name, at + pos);
-    if (payload === undefined) return undefined;
-    pos = headerEnd + payload;
+    if ("need" in payload) return { need: payload.need, resume: pos };
+    pos = headerEnd + payload.length;
     if (pos > Limits.configurationBytes) {
       throw tooLarge(at, "configuration", pos, Limits.configurationBytes);
     }
@@ -56,25 +73,25 @@ function measureSubsectionPayload(
   start: number,
   name: string,
   at: number,
-): number | undefined {
+): { length: number } | { need: number } {
   switch (name) {
     case ConfigSubsection.TARGET_PAGE_BITS:
-      return 4;
+      return { length: 4 };
     case ConfigSubsection.UUID:
-      return UUID_SIZE;
+      return { length: UUID_SIZE };
     case ConfigSubsection.CAPABILITIES: {
-      if (queue.length < start + 4) return undefined;
+      if (queue.length < start + 4) return { need: start + 4 };
       const count = queue.peekUInt32BE(start);
       if (count > Limits.capabilities) throw tooLarge(at, "capability list", count, Limits.capabilities);
       let pos = start + 4;
       for (let i = 0; i < count; i += 1) {
-        if (queue.length < pos + 1) return undefined;
+        if (queue.length < pos + 1) return { need: pos + 1 };
         pos += 1 + queue.peekByte(pos);
         if (pos > Limits.configurationBytes) {
           throw tooLarge(at, "configuration", pos, Limits.configurationBytes);
         }
       }
-      return pos - start;
+      return { length: pos - start };
     }
     default:
       throw unsupported(

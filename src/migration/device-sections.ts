@@ -10,6 +10,9 @@
  * When that arithmetic does not land on the footer (a field type whose size the JSON does not
  * tell exactly), the section is delimited by searching for its footer followed by the next
  * device's header. Pure: no I/O. Errors: HrError MIGRATION_BAD_STREAM.
+ *
+ * The VMDESCRIPTION is JSON from the stream, checked by the reader only for a `devices` array: its
+ * shape (objects, names, field and subsection lists, nesting depth) is checked here before use.
  */
 import { badStream } from "./errors.ts";
 import { FOOTER_SIZE, SECTION_ID_HEADER_SIZE, SECTION_INSTANCE_VERSION_SIZE, Section } from "./format.ts";
@@ -32,8 +35,11 @@ export interface DeviceSection {
 
 /** 0x05 + u8 name length + be32 version */
 const SUBSECTION_OVERHEAD = 6;
+/** QEMU nests subsections a few levels deep; far deeper JSON would overflow the stack. */
+const MAX_SUBSECTION_DEPTH = 32;
 
 export function splitDeviceSections(raw: Buffer, vmdesc: Vmdesc): DeviceSection[] {
+  vmdesc.devices.forEach((device: unknown, i) => checkDevice(device, i));
   const sections: DeviceSection[] = [];
   let pos = 0;
   const devices = vmdesc.devices;
@@ -74,6 +80,34 @@ export function splitDeviceSections(raw: Buffer, vmdesc: Vmdesc): DeviceSection[
     throw badStream(pos, `${raw.length - pos} bytes of device state beyond the VMDESCRIPTION's devices`);
   }
   return sections;
+}
+
+/** Throws MIGRATION_BAD_STREAM unless `device` has the shape VmdescDevice promises. */
+function checkDevice(device: unknown, index: number): void {
+  const bad: (why: string) => never = (why) => {
+    throw badStream(0, `VMDESCRIPTION device ${index} is malformed: ${why}`);
+  };
+  if (!isObject(device)) bad("not an object");
+  if (typeof device.name !== "string") bad("no name");
+  if (typeof device.instance_id !== "number") bad("no instance_id");
+  const checkLists = (holder: Record<string, unknown>, depth: number): void => {
+    if (depth > MAX_SUBSECTION_DEPTH) bad(`subsections nested deeper than ${MAX_SUBSECTION_DEPTH}`);
+    const { fields, subsections } = holder;
+    if (fields !== undefined && !(Array.isArray(fields) && fields.every(isObject))) {
+      bad("fields is not a list of objects");
+    }
+    if (subsections === undefined) return;
+    if (!Array.isArray(subsections)) bad("subsections is not a list");
+    for (const sub of subsections as unknown[]) {
+      if (!isObject(sub) || typeof sub.vmsd_name !== "string") bad("a subsection without vmsd_name");
+      checkLists(sub, depth + 1);
+    }
+  };
+  checkLists(device, 0);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function readHeader(

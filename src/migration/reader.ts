@@ -19,7 +19,7 @@
  */
 import { HrError, messageOf } from "../util/errors.ts";
 import { ByteQueue } from "../util/byte-queue.ts";
-import { measureConfiguration, parseConfiguration } from "./configuration.ts";
+import { CONFIGURATION_WINDOW, measureConfiguration, parseConfiguration } from "./configuration.ts";
 import { badStream, hex, tooLarge, truncated, unsupported } from "./errors.ts";
 import {
   COMMAND_HEADER_SIZE,
@@ -75,6 +75,9 @@ export class MigrationStreamReader {
   #state: State = "header";
   #section: RamSectionState | undefined;
   #packageLength = 0;
+  /** Buffered bytes the configuration record needs before it is measured again, and from where. */
+  #configurationNeed = 0;
+  #configurationResume = 0;
   #tail: Buffer[] = [];
   #tailLength = 0;
   #tailStart = 0;
@@ -159,10 +162,18 @@ export class MigrationStreamReader {
         this.#state = queue.peekByte(0) === Section.CONFIGURATION ? "configuration" : "top";
         return true;
       case "configuration": {
+        // Measured only once the bytes it asked for are in, from where it stopped, over one
+        // chunk: measuring it whole at every push took time cubic in its size in small chunks.
+        if (queue.length < this.#configurationNeed) return false;
+        queue.compact(CONFIGURATION_WINDOW);
         const at = queue.consumed;
-        const length = measureConfiguration(queue, at);
-        if (length === undefined) return false;
-        const raw = queue.consumeCopy(length);
+        const measured = measureConfiguration(queue, at, this.#configurationResume);
+        if ("need" in measured) {
+          this.#configurationNeed = measured.need;
+          this.#configurationResume = measured.resume;
+          return false;
+        }
+        const raw = queue.consumeCopy(measured.length);
         const info = parseConfiguration(raw, at);
         events.push({ type: "configuration", ...info, raw });
         this.#ram.ignoreShared = this.#options.ignoreShared ?? info.capabilities.includes("x-ignore-shared");

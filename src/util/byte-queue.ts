@@ -82,14 +82,18 @@ export class ByteQueue {
     }
     const out = Buffer.allocUnsafe(n);
     let filled = 0;
+    let used = 0;
     while (filled < n) {
-      const chunk = this.#chunks[0]!;
+      const chunk = this.#chunks[used]!;
       const take = Math.min(chunk.length, n - filled);
       chunk.copy(out, filled, 0, take);
       filled += take;
-      if (take === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(take);
+      if (take === chunk.length) used += 1;
+      else this.#chunks[used] = chunk.subarray(take);
     }
+    // One splice, not a shift per chunk: shifting a long array moves all of it each time, which
+    // made a record that arrived in many small chunks cost time quadratic in their number.
+    this.#chunks.splice(0, used);
     return out;
   }
 
@@ -104,6 +108,30 @@ export class ByteQueue {
   /** Everything buffered, removed from the queue (as one buffer; a copy when several chunks). */
   consumeAll(): Buffer {
     return this.consume(this.#length);
+  }
+
+  /**
+   * Makes the first `maxBytes` buffered bytes (all by default) one chunk, copying at most that
+   * many, so that peeking within them costs O(1) again; for a parser that rescans a record which
+   * arrived in many small chunks.
+   */
+  compact(maxBytes = this.#length): void {
+    const n = Math.min(maxBytes, this.#length);
+    const first = this.#chunks[0];
+    if (first === undefined || first.length >= n) return;
+    const merged = this.peek(0, n);
+    let used = 0;
+    for (let left = n; left > 0;) {
+      const chunk = this.#chunks[used]!;
+      if (chunk.length <= left) {
+        left -= chunk.length;
+        used += 1;
+      } else {
+        this.#chunks[used] = chunk.subarray(left);
+        left = 0;
+      }
+    }
+    this.#chunks.splice(0, used, merged);
   }
 
   clear(): void {

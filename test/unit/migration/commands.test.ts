@@ -152,4 +152,35 @@ void describe("splitDeviceSections", () => {
       (error: unknown) => isHrError(error),
     );
   });
+
+  // Found by the fuzzer (test/fuzz, migration-reader): the VMDESCRIPTION is JSON from the stream, and a null
+  // device or a subsection without vmsd_name crashed with a TypeError instead of a typed error.
+  void it("refuses a malformed VMDESCRIPTION with MIGRATION_BAD_STREAM, never a TypeError", () => {
+    const { raw, vmdesc } = deviceState();
+    let deep: object = { vmsd_name: "leaf" };
+    for (let depth = 0; depth < 100_000; depth += 1) deep = { vmsd_name: `s${depth}`, subsections: [deep] };
+    const damaged: unknown[] = [
+      null,
+      7,
+      [],
+      { name: 3, instance_id: 0 },
+      { name: "timer" },
+      { name: "timer", instance_id: 0, fields: 5 },
+      { name: "timer", instance_id: 0, fields: [null] },
+      { name: "timer", instance_id: 0, subsections: "x" },
+      { name: "timer", instance_id: 0, subsections: [{ fields: [] }] },
+      { name: "timer", instance_id: 0, subsections: [deep] },
+    ];
+    damaged.forEach((device, i) => {
+      for (const at of [0, 1]) {
+        const devices: unknown[] = [...vmdesc.devices];
+        devices[at] = device;
+        assert.throws(
+          () => splitDeviceSections(raw, { ...vmdesc, devices } as typeof vmdesc),
+          (error: unknown) => isHrError(error, "MIGRATION_BAD_STREAM") && /malformed/.test(error.message),
+          `damaged device ${i} at ${at}`,
+        );
+      }
+    });
+  });
 });

@@ -219,6 +219,28 @@ void describe("MigrationStreamReader", () => {
     assert.ok(config.raw.equals(raw));
   });
 
+  // Found while fuzzing the parsers (issue 7): the configuration was measured from its start at
+  // every push, peeking chunk by chunk, so a 16 KiB record arriving a byte at a time took 4 minutes.
+  void it("reads a 64 KiB configuration arriving one byte at a time without rescanning it", () => {
+    const pageBits = encodeConfiguration({ machine: "m", targetPageBits: 12, capabilities: [] });
+    const subsection = pageBits.subarray(6);
+    const count = Math.floor((64 * 1024 - 6) / subsection.length);
+    const raw = Buffer.concat([pageBits.subarray(0, 6), ...Array.from({ length: count }, () => subsection)]);
+    const stream = Buffer.concat([encodeHeader(), raw, encodeEof()]);
+    const reader = new MigrationStreamReader();
+    const events: MigrationEvent[] = [];
+    const started = performance.now();
+    for (let at = 0; at < stream.length; at += 1) {
+      events.push(...reader.push(stream.subarray(at, at + 1)));
+      // Checked as it goes: a regression would otherwise block the test runner for hours.
+      if (at % 1024 === 0) assert.ok(performance.now() - started < 10_000, `still at byte ${at} after 10 s`);
+    }
+    events.push(...reader.end());
+    const config = events.find((event) => event.type === "configuration");
+    assert.ok(config?.type === "configuration" && config.raw.equals(raw));
+    assert.deepEqual(types(events), ["header", "configuration", "eof"]);
+  });
+
   void it("copies page data: later pushes do not change emitted pages", () => {
     const stream = Buffer.from(buildStream());
     const reader = new MigrationStreamReader();

@@ -26,6 +26,43 @@ describe("ByteQueue", () => {
     assert.equal(queue.length, 0);
     assert.throws(() => queue.consume(1), RangeError);
   });
+
+  // Found while fuzzing the parsers (issue 7): consume() shifted the chunk list once per chunk, so a
+  // record that arrived in many small chunks (a 256 KiB pcap record byte by byte: a minute) took
+  // time quadratic in their number, in every decoder built on ByteQueue.
+  it("consumes a record that arrived in 100,000 one-byte chunks in linear time", () => {
+    const queue = new ByteQueue();
+    const bytes = frameOf(100_000, 9);
+    for (let at = 0; at < bytes.length; at++) queue.push(bytes.subarray(at, at + 1));
+    queue.push(Buffer.from([1, 2]));
+    const started = performance.now();
+    assert.ok(queue.consume(bytes.length).equals(bytes));
+    assert.ok(performance.now() - started < 5_000, "took longer than 5 s");
+    assert.deepEqual([...queue.consume(2)], [1, 2]);
+  });
+
+  it("compacts its first bytes into one chunk without changing what it holds", () => {
+    const queue = new ByteQueue();
+    queue.push(Buffer.from([1, 2]));
+    queue.consume(1);
+    queue.push(Buffer.from([3]));
+    const last = Buffer.alloc(3); // not from the pool, so its .buffer is its own
+    last.set([4, 5, 6]);
+    queue.push(last);
+    queue.compact(3);
+    assert.equal(queue.consumed, 1);
+    assert.equal(queue.length, 5);
+    const head = queue.consume(3);
+    assert.deepEqual([...head], [2, 3, 4]);
+    assert.notEqual(head.buffer, last.buffer, "the first 3 bytes are one copied chunk");
+    const tail = queue.consume(2);
+    assert.deepEqual([...tail], [5, 6]);
+    assert.equal(tail.buffer, last.buffer, "bytes past the window are not copied");
+    queue.push(Buffer.from([7]));
+    queue.push(Buffer.from([8]));
+    queue.compact();
+    assert.deepEqual([...queue.consumeAll()], [7, 8]);
+  });
 });
 
 describe("FrameDecoder", () => {
