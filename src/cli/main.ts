@@ -257,12 +257,24 @@ program
   .option("--order <order>", `when each VM starts: ${ORDERS.join(" | ")}`, "restore-line")
   .option("--hold", "hold frames for VMs not yet running (default with restore-line)")
   .option("--no-hold", "drop frames for VMs not yet running, like a host bridge (default with the baselines)")
+  .option(
+    "--w0 <pages>",
+    "hotrestore: working-set pages to load before start (default: the restore line's)",
+    (v) => Number.parseInt(v, 10),
+  )
   .option("--capture <dir>", "write each VM's frames during and after the restore to <dir>/<vm>.pcap")
   .option("--json", "print JSON")
   .action(
     async (
       name: string,
-      options: { strategy: string; order: string; hold?: boolean; capture?: string; json?: boolean },
+      options: {
+        strategy: string;
+        order: string;
+        hold?: boolean;
+        capture?: string;
+        w0?: number;
+        json?: boolean;
+      },
     ) => {
       const strategy = STRATEGIES.find((known) => known === options.strategy);
       if (strategy === undefined) {
@@ -277,7 +289,15 @@ program
         });
       }
       const capture = options.capture === undefined ? undefined : resolve(options.capture);
-      const action = { type: "restore" as const, name, strategy, order, hold: options.hold, capture };
+      const action = {
+        type: "restore" as const,
+        name,
+        strategy,
+        order,
+        hold: options.hold,
+        capture,
+        w0: options.w0,
+      };
       const report = (await withDaemon(await ensureDaemon(), (c) =>
         c.request(action, progressPrinter(Boolean(options.json))),
       )) as RestoreReport;

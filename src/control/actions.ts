@@ -43,6 +43,13 @@ export const actionSchema = z.discriminatedUnion("type", [
     order: z.enum(ORDERS).default("restore-line"),
     /** Hold frames for VMs not yet running; default: on for restore-line, off for the baselines. */
     hold: z.boolean().optional(),
+    /** hotrestore: working-set pages every VM loads before start (default: the restore line's W0). */
+    w0: z
+      .number()
+      .int()
+      .min(0)
+      .max(1 << 30)
+      .optional(),
     /** Absolute directory for one pcap per VM of the restored cluster's traffic. */
     capture: z.string().max(4096).optional(),
   }),

@@ -234,6 +234,7 @@ export class Controller {
       order: Order;
       hold?: boolean | undefined;
       capture?: string | undefined;
+      w0?: number | undefined;
     },
     progress: (note: Progress) => void,
   ): Promise<RestoreReport> {
@@ -259,6 +260,7 @@ export class Controller {
         order: action.order,
         hold: action.hold,
         captureDir: action.capture,
+        w0Pages: action.w0,
         commandAt,
         progress,
       });

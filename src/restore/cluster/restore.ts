@@ -50,6 +50,8 @@ export interface RestoreOptions {
   hold?: boolean;
   /** Bring each guest's wall clock to the host's after start (default true). */
   syncClock?: boolean;
+  /** hotrestore: W0 for every VM instead of the restore line's. */
+  w0Pages?: number;
   /** Write every frame each VM sends or receives during and after the restore to `<dir>/<vm>.pcap`. */
   captureDir?: string;
   /** performance.now() when the restore command arrived: every figure is relative to it. */
@@ -201,7 +203,7 @@ export async function restoreCluster(
             await overlayDisk(snapshot.vmFilePath(vmName, DISK_FILE), disk);
           }
           progress({ step: "load", vm: vmName });
-          const w0Pages = plan.line.w0[vmName] ?? DEFAULT_W0_PAGES;
+          const w0Pages = options.w0Pages ?? plan.line.w0[vmName] ?? DEFAULT_W0_PAGES;
           w0.set(vmName, options.strategy === "hotrestore" ? w0Pages : 0);
           const handle = restoreVm(options.strategy, {
             vm,
