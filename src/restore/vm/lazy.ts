@@ -65,6 +65,31 @@ export interface LazyOptions {
  */
 export const DEFAULT_W0_PAGES = 8192;
 
+/**
+ * Refinement keeps the pages first faulted up to REFINE_WINDOW_MS after start (later faults are
+ * the workload's steady state, e.g. the `mem` workload's random cold touches, not what it needs
+ * first), and at most MAX_WORKING_SET_PAGES (128 MiB) in all: without both bounds the working set
+ * grew with every restore (to ~9,900 pages after a dozen on one 512 MiB VM), and W0 with it.
+ */
+export const REFINE_WINDOW_MS = 2000;
+export const MAX_WORKING_SET_PAGES = 32_768;
+
+/** Distinct pages in first-fault order, of faults before start or up to REFINE_WINDOW_MS after. */
+export function earlyFaultOrder(faults: readonly FaultRecord[], startedAtUs: number | undefined): PageRef[] {
+  const limitUs =
+    startedAtUs === undefined ? Number.POSITIVE_INFINITY : startedAtUs + REFINE_WINDOW_MS * 1000;
+  const seen = new Set<string>();
+  const out: PageRef[] = [];
+  for (const fault of faults) {
+    if (fault.atUs > limitUs) continue;
+    const key = `${fault.blockId}\u0000${fault.page}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ blockId: fault.blockId, page: fault.page });
+  }
+  return out;
+}
+
 export interface LazyReport {
   strategy: LazyStrategy;
   prefetchPages: number;
@@ -167,7 +192,11 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
         report: buildReport(options, running, prefetch.length, blocktimeMs, policy),
         faultOrder,
         faults: result.faults,
-        refinedWorkingSet: mergeFaultOrder(options.workingSet, faultOrder, { prefetched: prefetch.length }),
+        refinedWorkingSet: mergeFaultOrder(
+          options.workingSet,
+          earlyFaultOrder(result.faults, running.stats().startedAtUs),
+          { prefetched: prefetch.length, maxPages: MAX_WORKING_SET_PAGES },
+        ),
       };
     } catch (error) {
       throw loadFailed(name, error);

@@ -61,7 +61,15 @@ function startedPolicy(
   return { policy, view };
 }
 
-const SMALL = { initialWindow: 4, minWindow: 2, maxWindow: 16, grow: 2, shrink: 0.5, idleMs: 3 };
+const SMALL = {
+  initialWindow: 4,
+  minWindow: 2,
+  maxWindow: 16,
+  grow: 2,
+  shrink: 0.5,
+  idleMs: 3,
+  fillWhenFull: false,
+};
 
 describe("elastic window: before start", () => {
   it("offers the whole working set in order, skipping pages already sent", () => {
@@ -96,6 +104,22 @@ describe("elastic window: after start", () => {
     assert.deepEqual(take(policy, view, 3), [100, 101, 102]);
     assert.deepEqual(take(policy, view, 3), [103]);
     assert.equal(pause(policy, view), 3);
+  });
+
+  it("fills a full window with other pages in address order, and pauses only when none are left", () => {
+    // the space has pages 0..PAGES-1; the working set is pages 100..119
+    const { policy, view } = startedPolicy(workingSet(20), {
+      ...SMALL,
+      fillWhenFull: true,
+      restBatchPages: 5,
+    });
+    assert.deepEqual(take(policy, view), [100, 101, 102, 103]);
+    assert.deepEqual(take(policy, view), [0, 1, 2, 3, 4], "address order while the window is full");
+    fault(policy, view, 104, 10); // the guest reached the window's end: it grows and moves on
+    assert.deepEqual(take(policy, view).slice(0, 2), [105, 106], "working-set pages first again");
+    for (let i = 0; i < view.space.total; i += 1) if (i < 100 || i >= 120) view.sent.add(i);
+    const next = policy.nextBatch(1000, view);
+    assert.ok(!Array.isArray(next) || next.every((index) => index >= 100 && index < 120));
   });
 
   it("counts window entries, not pages: entries already sent use up the window", () => {
@@ -320,6 +344,7 @@ const optionsArbitrary: fc.Arbitrary<ElasticWindowOptions> = fc
     grow: fc.double({ min: 1, max: 4, noNaN: true }),
     shrink: fc.double({ min: 0.05, max: 1, noNaN: true }),
     idleMs: fc.integer({ min: 1, max: 5 }),
+    fillWhenFull: fc.boolean(),
     restBatchPages: fc.integer({ min: 1, max: 64 }),
     restPauseMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 5 })),
   })
