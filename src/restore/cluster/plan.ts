@@ -8,10 +8,10 @@ import { planRestoreLine, type RestoreLine } from "./restore-line.ts";
  * The restore dependency graph and restore line planned for a snapshot (`snapshot graph`).
  * Readiness estimates are a first model, to be replaced by measured figures: QEMU start and
  * device state take QEMU_START_MS, each working-set page loaded before start costs PAGE_COST_MS
- * (measured: ~8,000 scattered working-set pages loaded before start in ~450 ms, cold page cache), and the minimum W0 is the caller's.
+ * (measured: 2,048 working-set pages loaded before start add 500–850 ms; see DEFAULT_W0_PAGES), and the minimum W0 is the caller's.
  */
 export const QEMU_START_MS = 300;
-export const PAGE_COST_MS = 0.06;
+export const PAGE_COST_MS = 0.3;
 
 export interface SnapshotPlan {
   graph: DependencyGraph;

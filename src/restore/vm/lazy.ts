@@ -54,16 +54,21 @@ export interface LazyOptions {
 }
 
 /**
- * W0 when the restore line gives none, and the least it gives: 8192 pages (32 MiB). Measured on one
- * 512 MiB VM (`mem` workload, refined working set of ~8,100 pages, cold page cache, 2 runs each):
- *   W0 0     latency 207–210 ms, responsive 1.40–1.49 s, 1,000–1,400 faults
- *   W0 1024  latency 373–561 ms, responsive 1.31–1.71 s, 1,500–1,800 faults
- *   W0 4096  latency 764–788 ms, responsive 1.01–1.55 s,   630–800 faults
- *   W0 all   latency 649–674 ms, responsive 0.84–0.89 s,   290–430 faults (fault p99 0.2 ms)
- * Loading the (refined) working set before start costs ~0.06 ms a page and halves the time to
- * responsiveness, so the default covers a working set of that size; the window handles the rest.
+ * W0 when the restore line gives none, and the least it gives: 256 pages (1 MiB). Measured on one
+ * 512 MiB VM (`mem` workload, working set ~3,700 pages, cold page cache, 2–3 runs each):
+ *   W0 0     latency 185–360 ms, responsive 1.5–2.2 s
+ *   W0 16    latency 199–248 ms
+ *   W0 256   latency 315–383 ms
+ *   W0 2048  latency 730–860 ms, responsive 1.9–2.0 s
+ *   W0 8192  latency 783–893 ms, responsive 1.7–2.0 s (the whole working set)
+ * A page loaded before start costs ~0.3 ms here, not the ~0.02 ms of reading it: the destination
+ * QEMU consumes the first MiBs of precopy sections slowly right after `migrate-incoming` (60–250 ms
+ * per MiB for the first ~5 MiB, then 6–9 ms), and the time to responsiveness hardly moved with W0
+ * (this workload's random cold touches fault until the background fill ends). So W0 stays small;
+ * the restore line adds pages where a VM has slack, and the window sends the rest of the working
+ * set first after start.
  */
-export const DEFAULT_W0_PAGES = 8192;
+export const DEFAULT_W0_PAGES = 256;
 
 /**
  * Refinement keeps the pages first faulted up to REFINE_WINDOW_MS after start (later faults are
