@@ -4,6 +4,7 @@ import { TCP_ACK, TCP_PSH } from "../net/tcp.ts";
 import { TrafficMonitor } from "../net/traffic-monitor.ts";
 import { buildDependencyGraph, type DependencyGraphInput } from "../restore/cluster/graph.ts";
 import { planRestoreLine, type LineVm } from "../restore/cluster/restore-line.ts";
+import { createRandom } from "../sim/random.ts";
 
 /**
  * Restore-line suite (no VMs): random traffic on clusters of 10 to 10,000 VMs with three TCP
@@ -33,17 +34,8 @@ const CONNECTIONS_PER_VM = 3;
 const SERVICE_SIZE = 4;
 const INSIDE_SERVICE = 0.2;
 
-/** mulberry32: a small seeded generator, so every run plans the same graphs. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded, so every run plans the same graphs. */
+const random = createRandom;
 
 const vmName = (index: number): string => `vm${index}`;
 const macOf = (index: number): string =>

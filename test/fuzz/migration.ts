@@ -19,7 +19,13 @@ import {
   type ReturnPathMessage,
 } from "../../src/migration/return-path.ts";
 import type { MigrationEvent, RamBlockInfo, Vmdesc } from "../../src/migration/types.ts";
-import { DEVICES, pageData, type DeviceSpec } from "../unit/migration/fixtures.ts";
+import {
+  DEVICES,
+  pageData,
+  REAL_PREFIX as REAL_PREFIX_BYTES,
+  vmdescDevice,
+  type DeviceSpec,
+} from "../unit/migration/fixtures.ts";
 import {
   check,
   defineTarget,
@@ -65,24 +71,7 @@ const GPA_BLOCKS: RamBlockInfo[] = [
  * (x-ignore-shared on, so the block carries its GPA), and the offsets of their length fields.
  */
 const REAL_PREFIX: Seed = {
-  bytes: Buffer.from(
-    "5145564d00000003" +
-      "070000000d" +
-      Buffer.from("pc-i440fx-7.2").toString("hex") +
-      "051a" +
-      Buffer.from("configuration/capabilities").toString("hex") +
-      "00000001" +
-      "00000001" +
-      "0f" +
-      Buffer.from("x-ignore-shared").toString("hex") +
-      "0100000002037261" +
-      "6d0000000000000004" +
-      "0000000004082004" +
-      "036d656d" +
-      "0000000004000000" +
-      "0000000000000000",
-    "hex",
-  ),
+  bytes: REAL_PREFIX_BYTES,
   fields: [
     be(9, 4),
     be(27, 1),
@@ -215,18 +204,7 @@ function deviceState(seed: SeedBuilder, devices: readonly DeviceSpec[] = DEVICES
     for (const sub of device.subsections ?? [])
       subsection(seed, sub.name, Buffer.alloc(sum(sub.fieldSizes), 0x5a));
     seed.add(encodeFooter(sectionId), be(1, 4));
-    vmdesc.devices.push({
-      name: device.name,
-      instance_id: device.instanceId,
-      vmsd_name: device.name,
-      version: 1,
-      fields: device.fieldSizes.map((size, i) => ({ name: `f${i}`, type: "buffer", size })),
-      subsections: (device.subsections ?? []).map((sub) => ({
-        vmsd_name: sub.name,
-        version: 1,
-        fields: sub.fieldSizes.map((size, i) => ({ name: `s${i}`, type: "buffer", size })),
-      })),
-    });
+    vmdesc.devices.push(vmdescDevice(device));
   });
   return vmdesc;
 }

@@ -53,6 +53,22 @@ export const DEVICES: DeviceSpec[] = [
 ];
 
 /** FULL sections for `devices` (ids from firstSectionId) and the VMDESCRIPTION describing them. */
+/** The VMDESCRIPTION entry QEMU writes for a device of this shape. */
+export function vmdescDevice(device: DeviceSpec): Vmdesc["devices"][number] {
+  return {
+    name: device.name,
+    instance_id: device.instanceId,
+    vmsd_name: device.name,
+    version: 1,
+    fields: device.fieldSizes.map((size, i) => ({ name: `f${i}`, type: "buffer", size })),
+    subsections: (device.subsections ?? []).map((sub) => ({
+      vmsd_name: sub.name,
+      version: 1,
+      fields: sub.fieldSizes.map((size, i) => ({ name: `s${i}`, type: "buffer", size })),
+    })),
+  };
+}
+
 export function deviceState(devices = DEVICES, firstSectionId = 3): { raw: Buffer; vmdesc: Vmdesc } {
   const parts: Buffer[] = [];
   const vmdesc: Vmdesc = { page_size: 4096, devices: [] };
@@ -74,18 +90,7 @@ export function deviceState(devices = DEVICES, firstSectionId = 3): { raw: Buffe
       for (const size of sub.fieldSizes) parts.push(Buffer.alloc(size, 0x5a));
     }
     parts.push(encodeFooter(sectionId));
-    vmdesc.devices.push({
-      name: device.name,
-      instance_id: device.instanceId,
-      vmsd_name: device.name,
-      version: 1,
-      fields: device.fieldSizes.map((size, i) => ({ name: `f${i}`, type: "buffer", size })),
-      subsections: (device.subsections ?? []).map((sub) => ({
-        vmsd_name: sub.name,
-        version: 1,
-        fields: sub.fieldSizes.map((size, i) => ({ name: `s${i}`, type: "buffer", size })),
-      })),
-    });
+    vmdesc.devices.push(vmdescDevice(device));
   });
   return { raw: Buffer.concat(parts), vmdesc };
 }
@@ -175,3 +180,27 @@ export function summarize(events: MigrationEvent[]): unknown[] {
 function digest(bytes: Buffer): string {
   return `${bytes.length}:${createHash("sha1").update(bytes).digest("hex")}`;
 }
+
+/**
+ * The first bytes of a stream written by QEMU 7.2.22 on this machine (`-m 64 -S`, stopped,
+ * x-ignore-shared on, one memory-backend-file): header, configuration with the capabilities
+ * subsection, and the ram START section up to its first block (the rest of the list follows).
+ */
+export const REAL_PREFIX = Buffer.from(
+  "5145564d00000003" +
+    "070000000d" +
+    Buffer.from("pc-i440fx-7.2").toString("hex") +
+    "051a" +
+    Buffer.from("configuration/capabilities").toString("hex") +
+    "00000001" +
+    "00000001" +
+    "0f" +
+    Buffer.from("x-ignore-shared").toString("hex") +
+    "0100000002037261" +
+    "6d0000000000000004" +
+    "0000000004082004" +
+    "036d656d" +
+    "0000000004000000" +
+    "0000000000000000",
+  "hex",
+);

@@ -22,32 +22,9 @@ import {
   readAll,
   samplePages,
   splitAt,
+  REAL_PREFIX,
   summarize,
 } from "./fixtures.ts";
-
-/**
- * The first bytes of a stream written by QEMU 7.2.22 (`-m 64 -S`, stopped, x-ignore-shared on,
- * one memory-backend-file): header, configuration with the capabilities subsection, and the ram
- * START section up to its first block (the rest of the block list follows in the real file).
- */
-const REAL_PREFIX = Buffer.from(
-  "5145564d00000003" +
-    "070000000d" +
-    Buffer.from("pc-i440fx-7.2").toString("hex") +
-    "051a" +
-    Buffer.from("configuration/capabilities").toString("hex") +
-    "00000001" +
-    "00000001" +
-    "0f" +
-    Buffer.from("x-ignore-shared").toString("hex") +
-    "0100000002037261" +
-    "6d0000000000000004" +
-    "0000000004082004" +
-    "036d656d" +
-    "0000000004000000" +
-    "0000000000000000",
-  "hex",
-);
 
 function types(events: MigrationEvent[]): string[] {
   return events.map((event) => event.type);
