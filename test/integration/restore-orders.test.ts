@@ -98,13 +98,21 @@ describe("restore orders on a 4-VM cluster with a TCP chain and a cycle", () => 
     assert.ok(Math.max(...starts) - Math.min(...starts) > 300, `VMs start apart: ${starts.join(", ")}`);
     assert.ok(report.retransmits > 0, "retransmissions seen at the switch");
     assert.ok(report.droppedFrames > 0, "frames for VMs not yet running were dropped");
-    // an early sender's segments are dropped: it waits for doubling timeouts (200, 400, 800 ms ...)
-    assert.ok((report.backoff.maxMs ?? 0) >= 500, `backoff ${report.backoff.maxMs} ms`);
+    // An early sender's segments are dropped while its receiver is not running: seen from the
+    // sender, the flow is silent from its own start until the first progress. (How long the flow
+    // then waits once both run depends on where its doubling timer stands, so it is not asserted.)
+    const started = new Map(report.vms.map((vm) => [vm.name, vm.startedMs]));
+    const silences = report.backoff.flows.map((flow) => {
+      const from = started.get(flow.from) ?? 0;
+      const both = Math.max(from, started.get(flow.to) ?? 0);
+      return flow.ms === null ? Number.POSITIVE_INFINITY : both + flow.ms - from;
+    });
+    assert.ok(Math.max(...silences) >= 1000, `silences ${silences.join(", ")} ms`);
     asReady = report;
     await flowsResumedWithoutReconnecting();
   });
 
-  it("restore-line (receivers first, frames held) drops nothing and backs off less than as-ready", async (t) => {
+  it("restore-line (receivers first, frames held) drops nothing and retransmits less than as-ready", async (t) => {
     const report = await restore(["--strategy", "full"], t);
     assert.equal(report.order, "restore-line");
     assert.equal(report.hold, true);
@@ -118,10 +126,13 @@ describe("restore orders on a 4-VM cluster with a TCP chain and a cycle", () => 
     );
     assert.equal(report.droppedFrames, 0);
     assert.equal(report.backoff.stalledFlows, 0);
-    // Not yet "no backoff" (issue 5 stays open on it): a flow can still be slow to show progress.
-    const baseline = asReady?.backoff.maxMs ?? Number.POSITIVE_INFINITY;
-    assert.ok((report.backoff.maxMs ?? 0) < baseline, `backoff ${report.backoff.maxMs} vs ${baseline} ms`);
-    assert.ok(report.retransmits < (asReady?.retransmits ?? Number.POSITIVE_INFINITY));
+    // Not yet "no backoff" (issue 5 stays open on it): a flow can still be slow to show progress,
+    // but nothing is dropped and far fewer segments are sent again than under as-ready.
+    const baseline = asReady?.retransmits ?? Number.POSITIVE_INFINITY;
+    assert.ok(
+      report.retransmits < baseline,
+      `retransmits ${report.retransmits} vs ${baseline} under as-ready`,
+    );
     await flowsResumedWithoutReconnecting();
   });
 
