@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import { cli, cliJson } from "../cli/run-cli.ts";
-import { dropCache } from "./restore.ts";
+import { dropPageCache } from "../util/page-cache.ts";
 
 /**
  * Cluster suite: 4 VMs of 256–1024 MiB with a TCP chain (a → b → c) and a cycle (c ⇄ d), `mem`
@@ -73,7 +73,7 @@ export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
     await cliJson(home, ["restore", "s", "--strategy", "lazy", "--order", "simultaneous"]);
     for (let rep = 0; rep < reps; rep += 1) {
       for (const [strategy, order, extra] of RUNS) {
-        await dropCache(snap.path);
+        await dropPageCache(snap.path);
         const report = await cliJson<RestoreReport>(home, [
           "restore",
           "s",

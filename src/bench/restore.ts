@@ -1,9 +1,8 @@
-import { execFile } from "node:child_process";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
+import { dropPageCache } from "../util/page-cache.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
@@ -17,15 +16,6 @@ import { cli, cliJson } from "../cli/run-cli.ts";
  * snapshot time) and again last (on the working set refined by the lazy restores in between), to
  * show the refinement.
  */
-const execFileAsync = promisify(execFile);
-
-export async function dropCache(dir: string): Promise<void> {
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile()) continue;
-    const path = join(entry.parentPath, entry.name);
-    await execFileAsync("dd", [`if=${path}`, "iflag=nocache", "count=0", "status=none"]);
-  }
-}
 
 export interface RestoreBenchRow {
   memoryMiB: number;
@@ -75,7 +65,7 @@ export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
       const runs = ["hotrestore", ...STRATEGIES.filter((s) => s !== "hotrestore"), "hotrestore"];
       for (let rep = 0; rep < reps; rep += 1) {
         for (const strategy of runs) {
-          await dropCache(snap.path);
+          await dropPageCache(snap.path);
           const report = await cliJson<RestoreReport>(home, ["restore", "s", "--strategy", strategy]);
           const vm = report.vms[0];
           const row: RestoreBenchRow = {

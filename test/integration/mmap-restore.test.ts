@@ -1,11 +1,9 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, readdir } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { promisify } from "node:util";
 import { after, before, describe, it } from "node:test";
 import { loadGuestImage, type GuestImage } from "../../src/image/image.ts";
 import { VirtualSwitch } from "../../src/net/switch.ts";
@@ -19,10 +17,10 @@ import { validateSpec } from "../../src/spec/validate.ts";
 import { HrError, isHrError } from "../../src/util/errors.ts";
 import { silentLogger } from "../../src/util/log.ts";
 import type { Accel } from "../../src/vm/argv.ts";
+import { dropPageCache } from "../../src/util/page-cache.ts";
 import { Vm } from "../../src/vm/vm.ts";
 import { isAlive, Lab } from "./fixture.ts";
 
-const run = promisify(execFile);
 const COUNTER = "(i=0; while true; do i=$((i+1)); echo $i > /tmp/ctr; sleep 0.1; done) > /dev/null 2>&1 &";
 const LOAD_TIMEOUT_MS = 120_000;
 /** 192 MiB always; HR_MMAP_MIB=192,512 adds sizes to the figures. */
@@ -56,14 +54,6 @@ async function sha256(path: string): Promise<string> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return hash.digest("hex");
-}
-
-/** posix_fadvise(DONTNEED) on every file of the snapshot (GNU dd), so each restore starts cold. */
-async function dropCache(dir: string): Promise<void> {
-  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (!entry.isFile()) continue;
-    await run("dd", [`if=${join(entry.parentPath, entry.name)}`, "iflag=nocache", "count=0", "status=none"]);
-  }
 }
 
 describe("mmap restore on real QEMU", () => {
@@ -138,7 +128,7 @@ describe("mmap restore on real QEMU", () => {
     verify: MmapVerify,
     options: { cold?: boolean; onDamage?: (error: HrError) => void; cont?: boolean } = {},
   ): Promise<Restored> {
-    if (options.cold ?? true) await dropCache(snap.path);
+    if (options.cold ?? true) await dropPageCache(snap.path);
     restores += 1;
     const dir = join(lab.home, "restores", String(restores));
     const sw = new VirtualSwitch({ dir: join(dir, "switch") });
