@@ -35,6 +35,15 @@ export default tseslint.config(
     ...tseslint.configs.disableTypeChecked,
   },
   {
+    // Browser scripts inlined into the HTML reports and the web page (globals declared in them).
+    files: ["src/**/assets/*.js"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      sourceType: "script",
+    },
+  },
+  {
     files: [
       "src/cli/main.ts",
       "src/daemon/main.ts",

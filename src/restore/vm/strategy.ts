@@ -39,6 +39,8 @@ export interface VmRestoreFigures {
   faultTtrMs: number | null;
   /** hotrestore: the window's size over time (ms after the command, pages). */
   window: { atMs: number; pages: number; why: string }[] | null;
+  /** Faults served on demand after start, per 100 ms after the command (null: not seen). */
+  faultsPer100ms: number[] | null;
 }
 
 export interface VmRestoreHandle {
@@ -83,6 +85,7 @@ function eager(
     doneMs: null,
     faultTtrMs: null,
     window: null,
+    faultsPer100ms: null,
   };
   const ready = settled(
     load().then((report) => {
@@ -173,10 +176,23 @@ function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandl
             pages: sample.pages,
             why: sample.why,
           })) ?? null,
+        faultsPer100ms: report ? faultHistogram(faults) : null,
       };
     },
     refinedWorkingSet: () => refined,
   };
+}
+
+/** Faults after start per 100 ms bucket of time since the restore command. */
+export function faultHistogram(faults: readonly FaultRecord[]): number[] {
+  const buckets: number[] = [];
+  for (const fault of faults) {
+    if (!fault.afterStart) continue;
+    const bucket = Math.floor(fault.atUs / 100_000);
+    while (buckets.length <= bucket) buckets.push(0);
+    buckets[bucket] = (buckets[bucket] ?? 0) + 1;
+  }
+  return buckets;
 }
 
 /** The generic TTR from a fault log (times are µs since the restore command). */
