@@ -7,6 +7,7 @@ import type { Logger } from "../util/log.ts";
 import { chooseAccel } from "../vm/accel.ts";
 import { restoreCluster, type Order, type RestoreReport, type Strategy } from "../restore/cluster/restore.ts";
 import { planFromSnapshot, type SnapshotPlan } from "../restore/cluster/plan.ts";
+import { DEFAULT_W0_PAGES } from "../restore/vm/lazy.ts";
 import { snapshotCluster, type SnapshotReport } from "../snapshot/cut.ts";
 import { SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
 import { actionSchema, type Action, type Progress } from "./actions.ts";
@@ -211,7 +212,8 @@ export class Controller {
   private async graph(name: string): Promise<SnapshotPlan> {
     const snapshot = await this.store.open(name);
     try {
-      return await planFromSnapshot(snapshot);
+      // The plan a restore makes (same W0 floor), so `snapshot graph` shows what restore does.
+      return await planFromSnapshot(snapshot, { minW0Pages: DEFAULT_W0_PAGES });
     } finally {
       await snapshot.close();
     }
