@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # HotRestore setup: everything the project needs on this machine, each step skipped when done.
 #
-#   bash scripts/setup.sh [--quiet]     (--quiet: print only when doing work or failing)
+#   bash scripts/setup.sh [--quiet] [--browser]
+#     --quiet    print only when doing work or failing
+#     --browser  also Debian's chromium (the web page's browser test, run by `npm test`)
 #
 # Steps:
 #   apt    Debian packages: qemu-system-x86, qemu-utils, busybox-static, gcc, libc6-dev, gzip
+#          (+ chromium with --browser)
 #   npm    `npm ci` when node_modules is missing or older than package-lock.json
 #   kernel the package linux-image-amd64 depends on, downloaded with `apt-get download` and
 #          extracted (dpkg -x) into $CACHE/kernel-pkg/, kept across guest rebuilds
@@ -20,15 +23,17 @@
 set -euo pipefail
 
 quiet=0
+browser=0
 for arg in "$@"; do
   case "$arg" in
     --quiet | -q) quiet=1 ;;
+    --browser) browser=1 ;;
     -h | --help)
       awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *)
-      echo "setup: unknown argument '$arg' (usage: setup.sh [--quiet])" >&2
+      echo "setup: unknown argument '$arg' (usage: setup.sh [--quiet] [--browser])" >&2
       exit 2
       ;;
   esac
@@ -70,6 +75,7 @@ as_root() {
 # ---------------------------------------------------------------- apt
 step=apt
 apt_packages=(qemu-system-x86 qemu-utils busybox-static gcc libc6-dev gzip)
+[ "$browser" = 0 ] || apt_packages+=(chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

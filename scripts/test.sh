@@ -3,7 +3,7 @@
 # Node 20's test runner does not expand globs, so the files are listed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --quiet
+bash scripts/setup.sh --quiet --browser
 npm run --silent check
 scope="${1:-test}"
 mapfile -t files < <(find "$scope" -name '*.test.ts' | sort)

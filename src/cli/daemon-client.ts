@@ -5,10 +5,12 @@ import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import type { ActionInput, Progress } from "../control/actions.ts";
+import { STORE_ACTIONS, type ActionInput, type Progress } from "../control/actions.ts";
+import { Controller } from "../control/controller.ts";
 import { encodeLine, LineDecoder, type Reply } from "../control/wire.ts";
 import { HrError } from "../util/errors.ts";
-import { stateDir } from "../util/paths.ts";
+import { silentLogger } from "../util/log.ts";
+import { cacheDir, guestDir, stateDir } from "../util/paths.ts";
 
 const DAEMON_MAIN = join(dirname(fileURLToPath(import.meta.url)), "..", "daemon", "main.ts");
 export const DAEMON_START_TIMEOUT_MS = 15_000;
@@ -117,4 +119,35 @@ export class DaemonConnection {
         ),
       );
   }
+}
+
+/**
+ * Runs one action where it belongs: through the daemon (started first for `up`); store actions
+ * in this process when no daemon runs (the store needs none); `status` without a daemon is null.
+ * Every face (CLI, HTTP) goes through here, so the daemon's Controller is the one behind both.
+ */
+export async function requestAction(
+  action: ActionInput,
+  progress: (note: Progress) => void = () => undefined,
+  state = stateDir(),
+): Promise<unknown> {
+  const connection = action.type === "up" ? await ensureDaemon(state) : await connectDaemon(state);
+  if (connection) {
+    try {
+      return await connection.request(action, progress);
+    } finally {
+      connection.close();
+    }
+  }
+  if (action.type === "status") return null;
+  if (!STORE_ACTIONS.has(action.type)) {
+    throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
+  }
+  const controller = new Controller({
+    stateDir: state,
+    cacheDir: cacheDir(),
+    guestDir: guestDir(),
+    log: silentLogger(),
+  });
+  return controller.execute(action, progress);
 }

@@ -3,24 +3,24 @@
  * refused before a daemon or VM starts), turns the command into a control action, sends it to
  * the daemon and prints the reply (human text, or JSON with --json). Only this file exits.
  */
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { Command } from "commander";
 import type { ClusterStatus } from "../cluster/cluster.ts";
 import type { ExecReply } from "../control/controller.ts";
+import { startHttpFace } from "../http/server.ts";
 import { validateSpec } from "../spec/validate.ts";
 import { HrError, isHrError, messageOf } from "../util/errors.ts";
-import { connectDaemon, ensureDaemon, type DaemonConnection } from "./daemon-client.ts";
+import { connectDaemon, ensureDaemon, requestAction, type DaemonConnection } from "./daemon-client.ts";
 import type { ActionInput } from "../control/actions.ts";
-import { Controller, type SnapshotInspection } from "../control/controller.ts";
+import type { SnapshotInspection } from "../control/controller.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import type { SnapshotListEntry, VerifyReport } from "../snapshot/store/index.ts";
 import { planToDot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { ORDERS } from "../restore/cluster/start-gate.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
-import { silentLogger } from "../util/log.ts";
-import { cacheDir, guestDir, stateDir } from "../util/paths.ts";
 import { formatStatus } from "./format.ts";
 import {
   formatInspect,
@@ -158,15 +158,7 @@ program
 
 async function storeRequest(action: ActionInput): Promise<unknown> {
   // The snapshot store needs no daemon: read it in this process when none runs.
-  const connection = await connectDaemon();
-  if (connection) return withDaemon(connection, (c) => c.request(action));
-  const controller = new Controller({
-    stateDir: stateDir(),
-    cacheDir: cacheDir(),
-    guestDir: guestDir(),
-    log: silentLogger(),
-  });
-  return controller.execute(action);
+  return requestAction(action);
 }
 
 const snapshot = program
@@ -304,6 +296,32 @@ program
       console.log(options.json ? JSON.stringify(report) : formatRestoreReport(report));
     },
   );
+
+program
+  .command("serve")
+  .description("HTTP API + web page on 127.0.0.1 (token printed at start): cluster, snapshots, live restores")
+  .option("--port <n>", "TCP port (0: any free one)", (v) => Number.parseInt(v, 10), 8470)
+  .option("--host <addr>", "address to bind (keep it local: the token is the only guard)", "127.0.0.1")
+  .action(async (options: { port: number; host: string }) => {
+    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
+      throw new HrError("ARGUMENT_INVALID", `--port ${String(options.port)} is not a TCP port`, {
+        hint: "give 1-65535, or 0 for any free port",
+      });
+    }
+    const token = randomBytes(24).toString("base64url");
+    const face = await startHttpFace({
+      token,
+      port: options.port,
+      host: options.host,
+      run: (action, progress) => requestAction(action, progress),
+    });
+    console.log(`HotRestore web page: ${face.url}`);
+    console.log(`API token (Authorization: Bearer <token>): ${token}`);
+    await new Promise<void>((resolve) => {
+      for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
+    });
+    await face.close();
+  });
 
 try {
   await program.parseAsync(process.argv);
