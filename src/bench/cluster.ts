@@ -14,6 +14,8 @@ import { dropPageCache } from "../util/page-cache.ts";
  * backoff per flow and retransmissions seen at the switch.
  */
 export interface ClusterBenchRow {
+  /** strategy/order, plus ` no-hold` when frames were dropped instead of held. */
+  run: string;
   strategy: string;
   order: string;
   hold: boolean;
@@ -36,6 +38,9 @@ const RUNS: [strategy: string, order: string, extra: string[]][] = [
   ["hotrestore", "restore-line", ["--no-hold"]],
   ["hotrestore", "restore-line", []],
   ["full", "restore-line", []],
+  ["mmap", "simultaneous", []],
+  ["lazy", "restore-line", []],
+  ["workingset", "restore-line", []],
 ];
 
 export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
@@ -85,6 +90,7 @@ export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
         ]);
         const ttrs = report.vms.flatMap((vm) => (vm.ttrMs === null ? [] : [vm.ttrMs]));
         const row: ClusterBenchRow = {
+          run: `${strategy}/${order}${report.hold ? "" : " no-hold"}`,
           strategy,
           order,
           hold: report.hold,

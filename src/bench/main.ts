@@ -1,7 +1,16 @@
 /**
  * `npm run bench [-- <suite>] [--reps N]` — benchmarks, on real VMs. Results are printed as a table
- * and written as JSON to bench-results/<suite>-<time>.json:
- *   { suite, startedAt, host: {cpus, memMiB, kernel, node}, accel, results: [...] }
+ * and written to bench-results/<suite>-<time>.json and .html (the same data drawn with uPlot).
+ * JSON schema "hotrestore-bench/1" (fields are only ever added):
+ *   { schema: "hotrestore-bench/1", suite, startedAt, reps,
+ *     host: {cpus, memMiB, kernel, node},
+ *     results: [row, ...]        every measurement, one row per run (per suite: the *Row / *Result
+ *                                interfaces of src/bench/<suite>.ts)
+ *     summary: [group, ...] }    per compared group (e.g. memory size + strategy): the group's key
+ *                                fields, `reps`, each metric as {median, min, max, n} over the
+ *                                repetitions, and `<metric>VsBaseline` = group median / baseline
+ *                                median in the same run (restore: full at the same size; cluster:
+ *                                full/simultaneous; snapshot: QEMU's own at the same size)
  * Suites: boot (time from `hotrestore up` to every VM ready, 1, 2 and 4 VMs of 256 MiB);
  * snapshot (4 VMs of 256 and 512 MiB: cluster pause, snapshot time, bytes stored vs RAM, full
  * restore latency, each beside QEMU's own migrate-to-file / -incoming-from-file in the same run);
@@ -15,12 +24,17 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { median } from "../metrics/stats.ts";
+import { writeReport } from "../report/html.ts";
+import { DEFINITIONS } from "../report/model.ts";
+import { summarize, type SummaryRow } from "./summary.ts";
 import { cli, ROOT } from "../cli/run-cli.ts";
 import { clusterSuite } from "./cluster.ts";
 import { restoreLineSuite } from "./restore-line.ts";
 import { restoreSuite } from "./restore.ts";
 import { runScale } from "./scale.ts";
-import { snapshotSuite } from "./snapshot.ts";
+import { snapshotSuite, type SnapshotBenchResult } from "./snapshot.ts";
+import type { ClusterBenchRow } from "./cluster.ts";
+import type { RestoreBenchRow } from "./restore.ts";
 
 interface BootResult {
   vms: number;
@@ -69,6 +83,17 @@ async function bootSuite(reps: number): Promise<BootResult[]> {
   return results;
 }
 
+function flatSummary(summary: SummaryRow[]): Record<string, string | number | boolean | null>[] {
+  return summary.map((row) =>
+    Object.fromEntries(
+      Object.entries(row).map(([key, value]) => [
+        key,
+        value !== null && typeof value === "object" ? `${value.median} [${value.min}-${value.max}]` : value,
+      ]),
+    ),
+  );
+}
+
 const args = process.argv.slice(2);
 const repsIndex = args.indexOf("--reps");
 const reps = repsIndex >= 0 ? Number.parseInt(args[repsIndex + 1] ?? "3", 10) : 3;
@@ -83,6 +108,53 @@ const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
 };
 const chosen = suite === "all" ? Object.keys(suites) : [suite];
 
+/** Medians, spread and ratios to the baseline of the same run, per suite. */
+function summaryOf(name: string, results: unknown[]): SummaryRow[] {
+  switch (name) {
+    case "restore":
+      return summarize(results as RestoreBenchRow[], {
+        by: ["memoryMiB", "run"],
+        metrics: [
+          "restoreLatencyMs",
+          "ttrMs",
+          "faultP50Us",
+          "faultP99Us",
+          "recall",
+          "allInMs",
+          "pagesBeforeStart",
+        ],
+        baseline: { match: { run: "full" }, within: ["memoryMiB"] },
+      });
+    case "cluster":
+      return summarize(results as ClusterBenchRow[], {
+        by: ["run"],
+        metrics: [
+          "restoreLatencyMs",
+          "maxTtrMs",
+          "backoffMaxMs",
+          "backoffMedianMs",
+          "retransmits",
+          "droppedFrames",
+        ],
+        baseline: { match: { run: "full/simultaneous no-hold" }, within: [] },
+      });
+    case "snapshot":
+      return summarize(
+        (results as SnapshotBenchResult[]).flatMap((row) => [
+          { memoryMiB: row.memoryMiB, tool: "hotrestore", ...row.hotrestore },
+          { memoryMiB: row.memoryMiB, tool: "qemu", ...row.qemu },
+        ]),
+        {
+          by: ["memoryMiB", "tool"],
+          metrics: ["pauseMs", "maxVmPauseMs", "snapshotMs", "restoreMs"],
+          baseline: { match: { tool: "qemu" }, within: ["memoryMiB"] },
+        },
+      );
+    default:
+      return [];
+  }
+}
+
 for (const name of chosen) {
   const run = suites[name];
   if (!run) {
@@ -91,9 +163,12 @@ for (const name of chosen) {
   }
   const startedAt = new Date().toISOString();
   const results = await run(reps);
+  const summary = summaryOf(name, results);
   const doc = {
+    schema: "hotrestore-bench/1",
     suite: name,
     startedAt,
+    reps,
     host: {
       cpus: cpus().length,
       memMiB: Math.round(totalmem() / 1048576),
@@ -101,10 +176,22 @@ for (const name of chosen) {
       node: process.version,
     },
     results,
+    summary,
   };
   await mkdir(join(ROOT, "bench-results"), { recursive: true });
   const file = join(ROOT, "bench-results", `${name}-${startedAt.replaceAll(":", "-")}.json`);
   await writeFile(file, JSON.stringify(doc, null, 2));
+  const html = await writeReport(file.replace(/\.json$/, ".html"), {
+    kind: "bench",
+    title: `HotRestore benchmark: ${name}`,
+    generatedAt: startedAt,
+    suite: name,
+    host: doc.host,
+    results,
+    summary,
+    definitions: DEFINITIONS,
+  });
   console.table(results);
-  console.log(`results: ${file}`);
+  if (summary.length > 0) console.table(flatSummary(summary));
+  console.log(`results: ${file}\nreport:  ${html}`);
 }

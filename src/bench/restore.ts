@@ -2,7 +2,11 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { loadGuestImage } from "../image/image.ts";
+import { cacheDir } from "../util/paths.ts";
 import { dropPageCache } from "../util/page-cache.ts";
+import { chooseAccel } from "../vm/accel.ts";
+import { reference } from "./snapshot.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
@@ -14,12 +18,15 @@ import { cli, cliJson } from "../cli/run-cli.ts";
  * with the snapshot's files dropped from the page cache first (GNU dd `iflag=nocache count=0`
  * per file, i.e. posix_fadvise DONTNEED). `hotrestore` runs first (on the working set found at
  * snapshot time) and again last (on the working set refined by the lazy restores in between), to
- * show the refinement.
+ * show the refinement. QEMU's own restore (`-incoming` from its own migration file, cold) of the
+ * same VM runs first, as the reference no HotRestore code touches.
  */
 
 export interface RestoreBenchRow {
   memoryMiB: number;
   strategy: string;
+  /** The strategy, or `hotrestore-refined` for the last hotrestore (on the refined working set). */
+  run: string;
   restoreLatencyMs: number;
   pagesBeforeStart: number;
   pagesAfterStart: number;
@@ -37,8 +44,32 @@ export interface RestoreBenchRow {
   windowFinal: number | null;
 }
 
+function qemuRow(memoryMiB: number, restoreLatencyMs: number): RestoreBenchRow {
+  return {
+    memoryMiB,
+    strategy: "qemu",
+    run: "qemu",
+    restoreLatencyMs,
+    pagesBeforeStart: 0,
+    pagesAfterStart: 0,
+    faults: 0,
+    faultP50Us: null,
+    faultP99Us: null,
+    recall: null,
+    allInMs: null,
+    ttrMs: null,
+    ttrBasis: null,
+    faultTtrMs: null,
+    w0Pages: 0,
+    windowChanges: null,
+    windowFinal: null,
+  };
+}
+
 export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
   const rows: RestoreBenchRow[] = [];
+  const image = await loadGuestImage();
+  const accel = (await chooseAccel(image, cacheDir())).accel;
   for (const memoryMiB of [512, 1024]) {
     const home = await mkdtemp(join(tmpdir(), "hr-bench-restore-"));
     try {
@@ -59,18 +90,23 @@ export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
       };
       const specPath = join(home, "spec.json");
       await writeFile(specPath, JSON.stringify(spec));
+      // QEMU's own full restore of the same VM (its migration stream to a file and back), same run.
+      const qemu = await reference(spec, image, accel);
+      rows.push(qemuRow(memoryMiB, qemu.restoreMs));
+      process.stderr.write(`  restore ${memoryMiB} MiB qemu (own file restore): ${qemu.restoreMs} ms\n`);
       await cliJson(home, ["up", specPath]);
       await sleep(8_000);
       const snap = await cliJson<SnapshotReport>(home, ["snapshot", "--name", "s"]);
       const runs = ["hotrestore", ...STRATEGIES.filter((s) => s !== "hotrestore"), "hotrestore"];
       for (let rep = 0; rep < reps; rep += 1) {
-        for (const strategy of runs) {
+        for (const [index, strategy] of runs.entries()) {
           await dropPageCache(snap.path);
           const report = await cliJson<RestoreReport>(home, ["restore", "s", "--strategy", strategy]);
           const vm = report.vms[0];
           const row: RestoreBenchRow = {
             memoryMiB,
             strategy,
+            run: index === runs.length - 1 ? "hotrestore-refined" : strategy,
             restoreLatencyMs: report.restoreLatencyMs,
             pagesBeforeStart: vm?.pagesBeforeStart ?? 0,
             pagesAfterStart: vm?.pagesAfterStart ?? 0,

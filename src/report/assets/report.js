@@ -14,6 +14,7 @@ const STRATEGY_COLORS = {
   lazy: "#ff7f0e",
   workingset: "#17becf",
   hotrestore: "#d62728",
+  "hotrestore-refined": "#8b0000",
 };
 const PHASES = [
   { name: "loading before start", color: "#f0a35e" },
@@ -550,7 +551,7 @@ function renderBench() {
       ROOT,
       d.results
         .filter((row) => row.ttrMs !== null)
-        .map((row) => ({ strategy: row.strategy, memoryMiB: row.memoryMiB, ms: row.ttrMs })),
+        .map((row) => ({ strategy: row.run ?? row.strategy, memoryMiB: row.memoryMiB, ms: row.ttrMs })),
       "time to responsiveness (ms)",
     );
   }
