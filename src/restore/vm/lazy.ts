@@ -22,7 +22,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { HrError, messageOf } from "../../util/errors.ts";
 import { connectUnixWithRetry } from "../../util/unix-socket.ts";
 import type { Vm } from "../../vm/vm.ts";
-import { PageServer, type PageServerStats, type PageServerTuning } from "./page-server.ts";
+import { DEFAULT_TUNING, PageServer, type PageServerStats, type PageServerTuning } from "./page-server.ts";
 import type { FaultRecord, Percentiles } from "./page-server-log.ts";
 import { ElasticWindowPolicy, type ElasticStats, type ElasticWindowOptions } from "./elastic-window.ts";
 import { AddressOrderPolicy, type PagePolicy } from "./page-server-policy.ts";
@@ -177,7 +177,7 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
       checkAhead: options.checkAhead ?? options.workingSet,
       policy,
       t0Ns,
-      tuning: { doneTimeoutMs: timeoutMs, ...options.tuning },
+      tuning: { doneTimeoutMs: timeoutMs, ...tuningFromEnv(), ...options.tuning },
     });
     await server.prepared;
     await waitRunState(vm, (status) => status !== "inmigrate", PAUSED_TIMEOUT_MS);
@@ -321,4 +321,35 @@ async function waitMigrationCompleted(vm: LazyVm, timeoutMs: number): Promise<Po
     }
     await sleep(20);
   }
+}
+
+/**
+ * Measurement knob: HOTRESTORE_PAGE_SERVER_TUNING='{"inflightBytes":1048576}' overrides numeric
+ * fields of the page server's tuning (page-server-types.ts), for benchmarks comparing settings.
+ */
+export function tuningFromEnv(env = process.env): Partial<PageServerTuning> {
+  const text = env.HOTRESTORE_PAGE_SERVER_TUNING;
+  if (!text) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new HrError("CONFIG_INVALID", "HOTRESTORE_PAGE_SERVER_TUNING is not JSON", {
+      hint: `give an object of numbers, e.g. {"inflightBytes":1048576}; keys: ${Object.keys(DEFAULT_TUNING).join(", ")}`,
+    });
+  }
+  const out: Record<string, number> = {};
+  for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
+    if (!(key in DEFAULT_TUNING) || typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+      throw new HrError(
+        "CONFIG_INVALID",
+        `HOTRESTORE_PAGE_SERVER_TUNING: ${key} must be a known numeric setting`,
+        {
+          hint: `keys: ${Object.keys(DEFAULT_TUNING).join(", ")}`,
+        },
+      );
+    }
+    out[key] = value;
+  }
+  return out;
 }

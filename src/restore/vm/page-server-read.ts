@@ -26,7 +26,15 @@ export interface PageSource {
   readPage(blockId: string, page: number): Promise<Buffer>;
   /** The block's raw image (page N at N*4096); without it every read goes through readPage. */
   rawPath?(blockId: string): string;
+  /** Checks the chunks of pages [firstPage, firstPage+pages) in one read, ahead of need. */
+  checkRange?(blockId: string, firstPage: number, pages: number): Promise<void>;
 }
+
+/** Chunks checked per range read ahead of the background (1 MiB), and range reads in flight. */
+export const CHECK_RANGE_CHUNKS = 16;
+export const CHECK_RANGES_IN_FLIGHT = 2;
+/** Working-set chunks (scattered: one small read each) checked at once. */
+export const CHECK_SCATTERED_IN_FLIGHT = 8;
 
 /** The snapshot parts the page server sends (VmStreamSource fits). */
 export interface PageServerSource {
@@ -109,34 +117,74 @@ export class PageReader {
   }
 
   /**
-   * Has the store check chunks ahead of need, one at a time, until `stop()`: first those holding
-   * `indexes` (in that order), then (`rest`) every other chunk with data from the top of each
-   * block down (the background pump walks up from the bottom: together they cover RAM twice as
-   * fast).
+   * Has the store check chunks ahead of need until `stop()`: first those holding `indexes` (in
+   * that order, CHECK_SCATTERED_IN_FLIGHT at a time: scattered reads gain most from overlapping),
+   * then (`rest`) every other chunk with data in address order — the background's order — one
+   * 1 MiB range per read, CHECK_RANGES_IN_FLIGHT at a time, so the background rarely waits.
    */
   async checkChunks(indexes: readonly number[], stop: () => boolean, rest = true): Promise<void> {
-    for (const index of indexes) {
-      if (stop()) return;
-      const { blockId, page } = this.#space.refOf(index);
-      if (this.#checked[this.#chunk(blockId, page)] === 1 || !this.#memory.isPresent(blockId, page)) continue;
-      await this.read(index);
-    }
-    if (!rest) return;
-    for (const block of this.#space.blocks) {
-      for (
-        let first = Math.floor((block.pages - 1) / STORE_CHUNK_PAGES) * STORE_CHUNK_PAGES;
-        first >= 0;
-        first -= STORE_CHUNK_PAGES
-      ) {
-        if (stop()) return;
-        if (this.#checked[this.#chunk(block.id, first)] === 1) continue;
-        const end = Math.min(first + STORE_CHUNK_PAGES, block.pages);
-        for (let page = first; page < end; page += 1) {
-          if (!this.#memory.isPresent(block.id, page)) continue;
-          await this.read(block.base + page);
-          break;
-        }
+    let next = 0;
+    const scattered = async (): Promise<void> => {
+      while (next < indexes.length && !stop()) {
+        const index = indexes[next++]!;
+        const { blockId, page } = this.#space.refOf(index);
+        if (this.#checked[this.#chunk(blockId, page)] === 1 || !this.#memory.isPresent(blockId, page))
+          continue;
+        await this.read(index);
       }
+    };
+    await Promise.all(Array.from({ length: CHECK_SCATTERED_IN_FLIGHT }, scattered));
+    if (!rest) return;
+    const ranges: { blockId: string; base: number; first: number; pages: number }[] = [];
+    const span = CHECK_RANGE_CHUNKS * STORE_CHUNK_PAGES;
+    for (const block of this.#space.blocks) {
+      for (let first = 0; first < block.pages; first += span) {
+        ranges.push({
+          blockId: block.id,
+          base: block.base,
+          first,
+          pages: Math.min(span, block.pages - first),
+        });
+      }
+    }
+    let at = 0;
+    const sequential = async (): Promise<void> => {
+      while (at < ranges.length && !stop()) {
+        const range = ranges[at++]!;
+        await this.#checkRange(range.blockId, range.base, range.first, range.pages);
+      }
+    };
+    await Promise.all(Array.from({ length: CHECK_RANGES_IN_FLIGHT }, sequential));
+  }
+
+  /** Checks the unchecked chunks with data among pages [first, first+pages) of a block. */
+  async #checkRange(blockId: string, base: number, first: number, pages: number): Promise<void> {
+    let from = -1;
+    let to = -1;
+    for (let chunkFirst = first; chunkFirst < first + pages; chunkFirst += STORE_CHUNK_PAGES) {
+      if (this.#checked[this.#chunk(blockId, chunkFirst)] === 1) continue;
+      const end = Math.min(chunkFirst + STORE_CHUNK_PAGES, first + pages);
+      for (let page = chunkFirst; page < end; page += 1) {
+        if (!this.#memory.isPresent(blockId, page)) continue;
+        if (from < 0) from = chunkFirst;
+        to = end;
+        break;
+      }
+    }
+    if (from < 0) return;
+    if (this.#memory.checkRange === undefined) {
+      for (let chunkFirst = from; chunkFirst < to; chunkFirst += STORE_CHUNK_PAGES) {
+        if (this.#checked[this.#chunk(blockId, chunkFirst)] !== 1) await this.read(base + chunkFirst);
+      }
+      return;
+    }
+    try {
+      await this.#memory.checkRange(blockId, from, to - from);
+    } catch (error) {
+      throw this.#failure(blockId, from, error);
+    }
+    for (let chunkFirst = from; chunkFirst < to; chunkFirst += STORE_CHUNK_PAGES) {
+      this.#checked[this.#chunk(blockId, chunkFirst)] = 1;
     }
   }
 

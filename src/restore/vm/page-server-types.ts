@@ -100,6 +100,8 @@ export interface PageServerStats {
   allWrittenAtUs: number | undefined;
   doneAtUs: number | undefined;
   faults: FaultSummary;
+  /** The background loop's waits: for the PING window, the socket queue, the policy, checked reads. */
+  backgroundWaitsMs: { window: number; queue: number; pause: number; read: number };
 }
 
 export interface DoneReport {

@@ -85,6 +85,8 @@ export class PageServer {
   #started = false;
   #watchdog: Watchdog | undefined;
   readonly #counts = { prefetch: 0, before: 0, after: 0, bytesBefore: 0, bytesAfter: 0, sections: 0 };
+  /** Where the background loop's time went (ns): waiting for the window, the queue, the policy, reads. */
+  readonly #waits = { window: 0n, queue: 0n, pause: 0n, read: 0n };
   readonly #times: { prepared?: bigint; started?: bigint; allWritten?: bigint; done?: bigint } = {};
 
   private constructor(options: PageServerOptions) {
@@ -171,6 +173,12 @@ export class PageServer {
       allWrittenAtUs: at(this.#times.allWritten),
       doneAtUs: at(this.#times.done),
       faults: this.#log.summary(),
+      backgroundWaitsMs: {
+        window: Number(this.#waits.window / 1_000_000n),
+        queue: Number(this.#waits.queue / 1_000_000n),
+        pause: Number(this.#waits.pause / 1_000_000n),
+        read: Number(this.#waits.read / 1_000_000n),
+      },
     };
   }
 
@@ -259,19 +267,26 @@ export class PageServer {
       if (queueFull || !window.open) {
         const ping = window.pingDue(true);
         if (ping !== undefined) this.#write(ping, false);
+        const waitStart = process.hrtime.bigint();
         await this.#progress(queueFull);
         sliceStart = process.hrtime.bigint();
+        if (queueFull) this.#waits.queue += sliceStart - waitStart;
+        else this.#waits.window += sliceStart - waitStart;
         continue;
       }
       const batch = nextBackgroundBatch(this.#cursor, this.#policy, this.#view, this.#states, memory, t);
       if (!Array.isArray(batch)) {
+        const waitStart = process.hrtime.bigint();
         await this.#pause(batch.pauseMs);
         sliceStart = process.hrtime.bigint();
+        this.#waits.pause += sliceStart - waitStart;
         continue;
       }
       if (batch.length === 0) return;
       const now = this.#reader.allNow(batch);
+      const readStart = process.hrtime.bigint();
       const records = now ?? (await this.#reader.readAll(batch));
+      if (now === undefined) this.#waits.read += process.hrtime.bigint() - readStart;
       if (this.#finished) return;
       this.#writePages(batch, records, "background");
       const ping = window.pingDue(false);

@@ -41,6 +41,8 @@ export interface VmRestoreFigures {
   window: { atMs: number; pages: number; why: string }[] | null;
   /** Faults served on demand after start, per 100 ms after the command (null: not seen). */
   faultsPer100ms: number[] | null;
+  /** Page server: where its background loop waited (ms): PING window, socket queue, policy, reads. */
+  backgroundWaitsMs: { window: number; queue: number; pause: number; read: number } | null;
 }
 
 export interface VmRestoreHandle {
@@ -86,6 +88,7 @@ function eager(
     faultTtrMs: null,
     window: null,
     faultsPer100ms: null,
+    backgroundWaitsMs: null,
   };
   const ready = settled(
     load().then((report) => {
@@ -177,6 +180,7 @@ function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandl
             why: sample.why,
           })) ?? null,
         faultsPer100ms: report ? faultHistogram(faults) : null,
+        backgroundWaitsMs: report?.server.backgroundWaitsMs ?? null,
       };
     },
     refinedWorkingSet: () => refined,

