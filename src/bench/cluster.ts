@@ -6,6 +6,7 @@ import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import { cli, cliJson } from "../cli/run-cli.ts";
 import { dropPageCache } from "../util/page-cache.ts";
+import { simulateReal } from "../sim/versus-real.ts";
 
 /**
  * Cluster suite: 4 VMs of 256–1024 MiB with a TCP chain (a → b → c) and a cycle (c ⇄ d), `mem`
@@ -28,6 +29,10 @@ export interface ClusterBenchRow {
   droppedFrames: number;
   startsMs: Record<string, number>;
   bytesBeforeStart: number;
+  /** The simulator (src/sim) on this run's readiness, flows, order and hold: its max backoff. */
+  simBackoffMaxMs: number | null;
+  /** Per flow: predicted vs measured backoff (ms). */
+  simVsReal: string;
 }
 
 const RUNS: [strategy: string, order: string, extra: string[]][] = [
@@ -88,6 +93,7 @@ export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
           order,
           ...extra,
         ]);
+        const versus = simulateReal(report);
         const ttrs = report.vms.flatMap((vm) => (vm.ttrMs === null ? [] : [vm.ttrMs]));
         const row: ClusterBenchRow = {
           run: `${strategy}/${order}${report.hold ? "" : " no-hold"}`,
@@ -103,6 +109,10 @@ export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
           droppedFrames: report.droppedFrames,
           startsMs: Object.fromEntries(report.vms.map((vm) => [vm.name, vm.startedMs])),
           bytesBeforeStart: report.vms.reduce((sum, vm) => sum + vm.bytesBeforeStart, 0),
+          simBackoffMaxMs: versus.predictedMaxMs,
+          simVsReal: versus.flows
+            .map((flow) => `${flow.from}>${flow.to} ${flow.predictedMs}/${flow.measuredMs ?? "-"}`)
+            .join(" "),
         };
         rows.push(row);
         process.stderr.write(
