@@ -28,11 +28,38 @@ export interface GuardedProcess {
 
 export const SETPRIV = "setpriv";
 
-export function spawnGuarded(command: string, args: readonly string[], logFile: string): GuardedProcess {
+/** prctl's syscall number per architecture (perl's `syscall` needs it), and PR_SET_THP_DISABLE. */
+const PRCTL_SYSCALL: Partial<Record<NodeJS.Architecture, number>> = { x64: 157, arm64: 167 };
+const PR_SET_THP_DISABLE = 41;
+
+/**
+ * argv prefix that runs the command with transparent huge pages disabled for its whole process
+ * (prctl PR_SET_THP_DISABLE, inherited across exec), through perl (perl-base is Essential on
+ * Debian); empty where we do not know prctl's number.
+ */
+export function thpDisablePrefix(arch: NodeJS.Architecture = process.arch): string[] {
+  const prctl = PRCTL_SYSCALL[arch];
+  if (prctl === undefined) return [];
+  const script = `syscall(${prctl}, ${PR_SET_THP_DISABLE}, 1, 0, 0, 0) == 0 or die "prctl: $!\n"; exec { $ARGV[0] } @ARGV or die "exec $ARGV[0]: $!\n"`;
+  return ["perl", "-e", script, "--"];
+}
+
+export interface SpawnOptions {
+  /** Run without transparent huge pages (thpDisablePrefix). */
+  noTransparentHugepages?: boolean;
+}
+
+export function spawnGuarded(
+  command: string,
+  args: readonly string[],
+  logFile: string,
+  options: SpawnOptions = {},
+): GuardedProcess {
   const fd = openSync(logFile, "a", 0o600);
   let child;
   try {
-    child = spawn(SETPRIV, ["--pdeathsig", "KILL", "--", command, ...args], {
+    const prefix = options.noTransparentHugepages === true ? thpDisablePrefix() : [];
+    child = spawn(SETPRIV, ["--pdeathsig", "KILL", "--", ...prefix, command, ...args], {
       stdio: ["ignore", fd, fd],
       detached: false,
     });

@@ -102,6 +102,8 @@ export interface PageServerStats {
   faults: FaultSummary;
   /** The background loop's waits: for the PING window, the socket queue, the policy, checked reads. */
   backgroundWaitsMs: { window: number; queue: number; pause: number; read: number };
+  /** W0 before start: ms spent reading and checking its pages, and writing them to the destination. */
+  prefetchMs: { read: number; write: number };
 }
 
 export interface DoneReport {

@@ -87,6 +87,8 @@ export class PageServer {
   readonly #counts = { prefetch: 0, before: 0, after: 0, bytesBefore: 0, bytesAfter: 0, sections: 0 };
   /** Where the background loop's time went (ns): waiting for the window, the queue, the policy, reads. */
   readonly #waits = { window: 0n, queue: 0n, pause: 0n, read: 0n };
+  /** W0 before start: time reading (and checking) its pages, and writing them (the destination's pace). */
+  readonly #prefetchMs = { read: 0, write: 0 };
   readonly #times: { prepared?: bigint; started?: bigint; allWritten?: bigint; done?: bigint } = {};
 
   private constructor(options: PageServerOptions) {
@@ -179,6 +181,7 @@ export class PageServer {
         pause: Number(this.#waits.pause / 1_000_000n),
         read: Number(this.#waits.read / 1_000_000n),
       },
+      prefetchMs: { read: Math.round(this.#prefetchMs.read), write: Math.round(this.#prefetchMs.write) },
     };
   }
 
@@ -241,11 +244,15 @@ export class PageServer {
     for (let at = 0; at < indexes.length && !this.#finished; at += step) {
       const batch = indexes.slice(at, at + step).filter((index) => this.#states.claim(index));
       if (batch.length === 0) continue;
+      const t0 = performance.now();
       const section = this.#section(await this.#reader.readAll(batch));
+      const t1 = performance.now();
       this.#markWritten(batch, section.length, "background");
       this.#counts.prefetch += batch.length;
       bytes += section.length;
       await writer.write(section);
+      this.#prefetchMs.read += t1 - t0;
+      this.#prefetchMs.write += performance.now() - t1;
       this.#activity();
     }
     return bytes;

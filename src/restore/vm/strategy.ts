@@ -43,6 +43,8 @@ export interface VmRestoreFigures {
   faultsPer100ms: number[] | null;
   /** Page server: where its background loop waited (ms): PING window, socket queue, policy, reads. */
   backgroundWaitsMs: { window: number; queue: number; pause: number; read: number } | null;
+  /** Page server: W0 before start, ms reading + checking its pages and writing them. */
+  prefetchMs: { read: number; write: number } | null;
 }
 
 export interface VmRestoreHandle {
@@ -89,6 +91,7 @@ function eager(
     window: null,
     faultsPer100ms: null,
     backgroundWaitsMs: null,
+    prefetchMs: null,
   };
   const ready = settled(
     load().then((report) => {
@@ -138,7 +141,7 @@ function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandl
   const ready = settled(
     (async () => {
       const workingSet = await ctx.snapshot.workingSet(ctx.vm.spec.name);
-      await ctx.vm.start({ ...ctx.start, incoming: true });
+      await ctx.vm.start({ ...ctx.start, incoming: true, noTransparentHugepages: true });
       load = loadLazy(ctx.vm, ctx.source, {
         strategy,
         workingSet,
@@ -181,6 +184,7 @@ function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandl
           })) ?? null,
         faultsPer100ms: report ? faultHistogram(faults) : null,
         backgroundWaitsMs: report?.server.backgroundWaitsMs ?? null,
+        prefetchMs: report?.server.prefetchMs ?? null,
       };
     },
     refinedWorkingSet: () => refined,

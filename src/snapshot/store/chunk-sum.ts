@@ -16,6 +16,15 @@ export function chunkSum(bytes: Buffer): Buffer {
   return createHash("sha256").update(bytes).digest().subarray(0, CHUNK_SUM_BYTES);
 }
 
+/**
+ * chunkSum off the main thread (WebCrypto digests run on libuv's thread pool): for checks ahead
+ * of need, so that hashing a 1 MiB range never holds up a page request waiting on the event loop.
+ */
+export async function chunkSumAsync(bytes: Buffer): Promise<Buffer> {
+  const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
+  return Buffer.from(digest, 0, CHUNK_SUM_BYTES);
+}
+
 const zeroSums = new Map<number, Buffer>();
 
 /** The checksum of a chunk of `length` zero bytes (cached: there are at most 256 lengths). */

@@ -1,5 +1,5 @@
 import type { FileHandle } from "node:fs/promises";
-import { chunkLength, chunkSum, isZero, zeroChunkSum } from "./chunk-sum.ts";
+import { chunkLength, chunkSum, chunkSumAsync, isZero, zeroChunkSum } from "./chunk-sum.ts";
 import { corrupt, readError } from "./errors.ts";
 import { readFully } from "./fs-io.ts";
 import { CHUNK_PAGES, PAGE_SIZE } from "./layout.ts";
@@ -17,6 +17,12 @@ export function expectedSum(sums: Buffer, chunk: number): Buffer {
 export function chunkMatches(bytes: Buffer, expected: Buffer): boolean {
   if (expected.equals(zeroChunkSum(bytes.length))) return isZero(bytes);
   return chunkSum(bytes).equals(expected);
+}
+
+/** chunkMatches with the hash on the thread pool (zero chunks still compared here: a memcmp). */
+export async function chunkMatchesAsync(bytes: Buffer, expected: Buffer): Promise<boolean> {
+  if (expected.equals(zeroChunkSum(bytes.length))) return isZero(bytes);
+  return (await chunkSumAsync(bytes)).equals(expected);
 }
 
 /** Reads chunk `chunk` into a new buffer and checks it; SNAPSHOT_CORRUPT names the file and chunk. */
