@@ -38,8 +38,14 @@ export async function captureMigration(
   });
   try {
     const received = receive(server, consume, options.timeoutMs);
+    // A VM restored by post-copy still has the capabilities its restore set, and QEMU refuses
+    // background-snapshot beside them: turn them off in the same call.
     await vm.qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "background-snapshot", state: options.background }],
+      capabilities: [
+        { capability: "postcopy-ram", state: false },
+        { capability: "postcopy-blocktime", state: false },
+        { capability: "background-snapshot", state: options.background },
+      ],
     });
     await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": MAX_BANDWIDTH });
     await vm.qmp.execute("migrate", { uri: `unix:${socketPath}` });
