@@ -137,7 +137,7 @@ export async function assertVerified(lab: Lab, name: string): Promise<void> {
 /** Temporary snapshot directories left in the store. */
 export async function tempDirs(lab: Lab): Promise<string[]> {
   const names = await readdir(join(lab.home, "snapshots")).catch(() => [] as string[]);
-  return names.filter((name) => name.startsWith("."));
+  return names.filter((name) => name.startsWith(".tmp-") || name.startsWith(".trash-"));
 }
 
 /** Every VM of the cluster runs and answers a command. */

@@ -3,7 +3,6 @@ import { after, before, describe, it, type TestContext } from "node:test";
 import { Lab } from "./fixture.ts";
 import {
   assertNothingLeft,
-  assertRunning,
   assertVerified,
   faultInjected,
   killPid,
@@ -95,14 +94,5 @@ describe("a page server that dies or stalls mid-restore", () => {
     assert.match(result.stderr, /VM b\b/);
     await assertNothingLeft(lab);
     await assertVerified(lab, "s1");
-  });
-
-  it("afterwards the snapshot restores the whole cluster", async () => {
-    const restore = await lab.cli(["restore", "s1"]);
-    assert.equal(restore.code, 0, restore.stderr);
-    await assertRunning(lab, ["b"]);
-    const down = await lab.cli(["down"]);
-    assert.equal(down.code, 0, down.stderr);
-    await assertNothingLeft(lab);
   });
 });
