@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
@@ -30,7 +30,7 @@ async function tryConnect(path: string): Promise<Socket | undefined> {
 /** Connects to the running daemon; undefined if none runs. */
 export async function connectDaemon(state = stateDir()): Promise<DaemonConnection | undefined> {
   const socket = await tryConnect(daemonSocket(state));
-  return socket ? new DaemonConnection(socket) : undefined;
+  return socket ? new DaemonConnection(socket, state) : undefined;
 }
 
 /** Connects to the daemon, starting it first if none runs. */
@@ -71,19 +71,25 @@ export class DaemonConnection {
   private nextId = 1;
   private readonly pending = new Map<
     number,
-    { resolve: (value: unknown) => void; reject: (error: Error) => void; progress: (note: Progress) => void }
+    {
+      resolve: (value: unknown) => void;
+      reject: (error: Error) => void;
+      progress: (note: Progress) => void;
+      action: ActionInput;
+      sentAt: number;
+      lastNote?: Progress;
+    }
   >();
 
-  constructor(socket: Socket) {
+  /** `state`: the daemon's state directory, where its supervisor leaves word of why it died. */
+  constructor(socket: Socket, state = stateDir()) {
     this.socket = socket;
     const decoder = new LineDecoder();
     socket.on("data", (chunk: Buffer) => {
       for (const message of decoder.push(chunk)) this.dispatch(message as Reply);
     });
     socket.on("close", () => {
-      for (const call of this.pending.values()) {
-        call.reject(new HrError("DAEMON_GONE", "the daemon closed the connection", { hint: "see its log" }));
-      }
+      for (const call of this.pending.values()) call.reject(daemonGone(state, call));
       this.pending.clear();
     });
     socket.on("error", () => undefined);
@@ -92,7 +98,7 @@ export class DaemonConnection {
   async request(action: ActionInput, progress: (note: Progress) => void = () => undefined): Promise<unknown> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, progress });
+      this.pending.set(id, { resolve, reject, progress, action, sentAt: Date.now() });
       this.socket.write(encodeLine({ id, action }));
     });
   }
@@ -105,7 +111,8 @@ export class DaemonConnection {
     const call = this.pending.get(reply.id);
     if (!call) return;
     if ("progress" in reply) {
-      call.progress(reply.progress as Progress);
+      call.lastNote = reply.progress as Progress;
+      call.progress(call.lastNote);
       return;
     }
     this.pending.delete(reply.id);
@@ -119,6 +126,34 @@ export class DaemonConnection {
         ),
       );
   }
+}
+
+/**
+ * The error for a request whose daemon died: what it was doing (the operation and its last
+ * progress note, which names the VM), and why, when its supervisor left word (supervisor.ts).
+ */
+function daemonGone(
+  state: string,
+  call: { action: ActionInput; sentAt: number; lastNote?: Progress },
+): HrError {
+  const name = "name" in call.action && typeof call.action.name === "string" ? ` ${call.action.name}` : "";
+  const note = call.lastNote;
+  const step =
+    note === undefined ? "" : ` (last step: ${note.step}${note.vm === undefined ? "" : ` VM ${note.vm}`})`;
+  let why = "";
+  try {
+    const died = JSON.parse(readFileSync(join(state, "daemon.died"), "utf8")) as {
+      at?: string;
+      message?: string;
+    };
+    if (typeof died.message === "string" && Date.parse(died.at ?? "") >= call.sentAt - 1000)
+      why = `: ${died.message}`;
+  } catch {
+    // no word left: killed from outside, or crashed
+  }
+  return new HrError("DAEMON_GONE", `the daemon died during ${call.action.type}${name}${step}${why}`, {
+    hint: `every QEMU it ran died with it; see ${join(state, "daemon.log")}, then start again (\`hotrestore up\` or \`restore\`)`,
+  });
 }
 
 /**

@@ -16,7 +16,7 @@ export async function listenControl(
   afterReply: (action: unknown) => void,
 ): Promise<Server> {
   await rm(path, { force: true });
-  const server = createServer((socket) => serve(socket, controller, log, afterReply));
+  const server: Server = createServer((socket) => serve(server, socket, controller, log, afterReply));
   const oldMask = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -30,7 +30,9 @@ export async function listenControl(
   return server;
 }
 
+/** Emits `request` (with the action) on `server` for each request, before it runs. */
 function serve(
+  server: Server,
   socket: Socket,
   controller: Controller,
   log: Logger,
@@ -58,6 +60,7 @@ function serve(
       }
       const { id, action } = request.data;
       log.info({ id, action: summarize(action) }, "request");
+      server.emit("request", action);
       controller
         .execute(action, (progress) => send({ id, progress }))
         .then(

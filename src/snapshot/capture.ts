@@ -1,6 +1,6 @@
 import { rm } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
-import { HrError, messageOf } from "../util/errors.ts";
+import { HrError, isHrError, messageOf } from "../util/errors.ts";
 import type { Vm } from "../vm/vm.ts";
 
 /**
@@ -23,6 +23,8 @@ export interface MigrationStats {
 }
 
 const MAX_BANDWIDTH = 4 * 1024 * 1024 * 1024;
+/** Errors of a stream whose consumer failed but which was read to its end (QEMU finished it). */
+const drained = new WeakSet<object>();
 
 export async function captureMigration(
   vm: Vm,
@@ -38,21 +40,32 @@ export async function captureMigration(
   });
   try {
     const received = receive(server, consume, options.timeoutMs);
+    // A VM restored by post-copy still has the capabilities its restore set, and QEMU refuses
+    // background-snapshot beside them: turn them off in the same call.
     await vm.qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "background-snapshot", state: options.background }],
+      capabilities: [
+        { capability: "postcopy-ram", state: false },
+        { capability: "postcopy-blocktime", state: false },
+        { capability: "background-snapshot", state: options.background },
+      ],
     });
     await vm.qmp.execute("migrate-set-parameters", { "max-bandwidth": MAX_BANDWIDTH });
     await vm.qmp.execute("migrate", { uri: `unix:${socketPath}` });
     await received;
     return await waitMigration(vm, options.timeoutMs);
   } catch (error) {
-    await vm.qmp.executeRaw("migrate_cancel").catch(() => undefined);
+    if (drained.has(error as object)) {
+      // The stream was read to its end: let QEMU finish the migration; never cancel it midway.
+      await waitMigration(vm, options.timeoutMs).catch(() => undefined);
+    } else {
+      await vm.qmp.executeRaw("migrate_cancel").catch(() => undefined);
+    }
+    // The store's own codes (SNAPSHOT_DISK_FULL, SNAPSHOT_IO, ...) and hints are kept.
+    const stored = isHrError(error) && error.code.startsWith("SNAPSHOT_");
     throw new HrError(
-      "SNAPSHOT_CAPTURE_FAILED",
+      stored ? error.code : "SNAPSHOT_CAPTURE_FAILED",
       `VM ${vm.spec.name}: saving memory failed: ${messageOf(error)}`,
-      {
-        cause: error,
-      },
+      { cause: error, ...(stored && error.hint !== undefined ? { hint: error.hint } : {}) },
     );
   } finally {
     server.close();
@@ -83,7 +96,9 @@ async function receive(
       reject(new HrError("SNAPSHOT_CAPTURE_FAILED", `the stream did not end within ${timeoutMs} ms`));
     }, timeoutMs);
     let chain = Promise.resolve();
+    let consumeError: Error | undefined;
     socket.on("data", (chunk: Buffer) => {
+      if (consumeError !== undefined) return; // draining
       socket.pause();
       chain = chain
         .then(() => consume(chunk))
@@ -92,10 +107,11 @@ async function receive(
             socket.resume();
           },
           (error: unknown) => {
-            failed = true;
-            clearTimeout(timer);
-            socket.destroy();
-            reject(error instanceof Error ? error : new Error(String(error)));
+            // Drain the rest instead of cutting the stream: QEMU 7.2 deadlocks a VM whose
+            // background-snapshot is cut off or cancelled midway (its vCPU waits forever in a
+            // userfaultfd write-protect fault), so its stream is read to the end and dropped.
+            consumeError = error instanceof Error ? error : new Error(String(error));
+            socket.resume();
           },
         );
     });
@@ -109,7 +125,13 @@ async function receive(
       chain.then(
         () => {
           clearTimeout(timer);
-          if (!failed) resolve();
+          if (failed) return;
+          if (consumeError === undefined) {
+            resolve();
+            return;
+          }
+          drained.add(consumeError);
+          reject(consumeError);
         },
         () => undefined,
       );

@@ -10,11 +10,12 @@ import {
 } from "../metrics/backoff.ts";
 import { formatMac } from "../net/mac.ts";
 import type { TcpEvent } from "../net/traffic-monitor.ts";
-import { HrError, messageOf } from "../util/errors.ts";
+import { HrError } from "../util/errors.ts";
 import type { Logger } from "../util/log.ts";
 import { RAM_BLOCK_ID } from "../vm/argv.ts";
 import type { Vm } from "../vm/vm.ts";
 import { captureMigration, type MigrationStats } from "./capture.ts";
+import { atVm, rootCause, snapshotFailed } from "./cut-errors.ts";
 import { exportDisk, freezeDisk } from "./disk.ts";
 import type { SnapshotBuilder, SnapshotStore, SnapshotSummary, VmSnapshotWriter } from "./store/index.ts";
 import { writesAfterCut, type PageRef } from "./working-set.ts";
@@ -29,7 +30,8 @@ import { writesAfterCut, type PageRef } from "./working-set.ts";
  *      device state and resumes the VM itself, then writes RAM as of the cut (copy-before-write);
  *   6. once every VM runs again the switch releases what it held; pause = hold → release;
  *   7. the RAM streams are parsed into the store as they arrive; disks are exported; commit.
- * On failure every VM is resumed, the switch released, and the half snapshot removed.
+ * On failure every VM's migration is cancelled and its capture awaited, every VM resumed, the
+ * switch released and the half snapshot removed; the error names the snapshot (cut-errors.ts).
  */
 export interface SnapshotReport {
   name: string;
@@ -57,6 +59,8 @@ export interface SnapshotReport {
 export type Progress = (note: { step: string; vm?: string; detail?: string }) => void;
 
 export const CAPTURE_TIMEOUT_MS = 600_000;
+/** After one VM failed, how long the other VMs' captures get to end before the builder is aborted. */
+const CANCEL_WAIT_MS = 60_000;
 
 let diskGeneration = 0;
 
@@ -73,6 +77,7 @@ export async function snapshotCluster(
   const sw = cluster.switch;
   let released = false;
   let onTcp: ((event: TcpEvent) => void) | undefined;
+  let captures: { capture: Promise<VmCapture> }[] = [];
   try {
     builder.setSpec(cluster.sourceDoc);
     progress({ step: "cut", detail: "holding the switch and stopping every VM" });
@@ -91,7 +96,7 @@ export async function snapshotCluster(
     const stoppedAt = new Map<string, number>();
     await Promise.all(
       vms.map(async (vm) => {
-        await vm.qmp.execute("stop");
+        await atVm(vm.spec.name, "stop", vm.qmp.execute("stop"));
         stoppedAt.set(vm.spec.name, performance.now());
       }),
     );
@@ -109,21 +114,26 @@ export async function snapshotCluster(
     // guests send again counts as retransmission and only what is new counts as progress.
     builder.setTraffic(trafficAtCut(cluster));
     diskGeneration += 1;
-    const frozen = await Promise.all(vms.map((vm) => freezeDisk(vm, diskGeneration)));
+    const frozen = await Promise.all(
+      vms.map((vm) => atVm(vm.spec.name, "freezing the disk", freezeDisk(vm, diskGeneration))),
+    );
 
     const resumedAt = new Map<string, number>();
-    const captures = vms.map((vm) => {
-      const resumed = vm.qmp.waitForEvent("RESUME", { timeoutMs: 60_000 }).then(() => {
+    const capturing = vms.map((vm) => {
+      const resume = vm.qmp.waitForEvent("RESUME", { timeoutMs: 60_000 });
+      const resumed = atVm(vm.spec.name, "resuming", resume).then(() => {
         resumedAt.set(vm.spec.name, performance.now());
         live.started(vm.spec.name, since());
       });
       const capture = captureVm(vm, builder, progress);
+      capture.catch(() => undefined);
       return { vm, resumed, capture };
     });
+    captures = capturing;
     // The switch holds until every VM runs again, so no frame sent after the cut reaches a VM
     // whose state is not saved yet.
     await Promise.all(
-      captures.map(async ({ resumed, capture }) => Promise.race([resumed, capture.then(() => resumed)])),
+      capturing.map(async ({ resumed, capture }) => Promise.race([resumed, capture.then(() => resumed)])),
     );
     const releasedAt = performance.now();
     sw.releaseAll();
@@ -133,7 +143,7 @@ export async function snapshotCluster(
       detail: `cluster paused ${Math.round(releasedAt - holdAt)} ms; writing memory`,
     });
 
-    const results = await Promise.all(captures.map(({ capture }) => capture));
+    const results = await Promise.all(capturing.map(({ capture }) => capture));
     await Promise.all(
       vms.map(async (vm, index) => {
         const file = frozen[index];
@@ -180,12 +190,23 @@ export async function snapshotCluster(
     return report;
   } catch (error) {
     log.error({ err: error }, "snapshot failed; resuming the cluster");
+    // The other VMs' streams end on their own (capture.ts never cuts one midway: QEMU 7.2 would
+    // deadlock the VM), into a builder still open; no migration may outlive the snapshot.
+    const others = await Promise.race([
+      Promise.all(
+        captures.map(({ capture }) =>
+          capture.then(
+            () => undefined,
+            (failure: unknown) => failure,
+          ),
+        ),
+      ),
+      sleep(CANCEL_WAIT_MS, [], { ref: false }),
+    ]);
     await Promise.all(vms.map((vm) => resumeIfPaused(vm)));
     if (!released) sw.releaseAll();
     await builder.abort().catch(() => undefined);
-    throw error instanceof HrError
-      ? error
-      : new HrError("SNAPSHOT_FAILED", `snapshot ${name} failed: ${messageOf(error)}`, { cause: error });
+    throw snapshotFailed(name, rootCause(error, others));
   } finally {
     if (onTcp !== undefined) sw.off("tcp", onTcp);
   }

@@ -163,6 +163,18 @@ export async function restoreCluster(
     for (const frame of inflight) sw.inject(frame.to, [frame.data]);
 
     const handles = new Map<string, VmRestoreHandle>();
+    // The first VM whose load fails once it was ready ends the whole restore at once: no later
+    // step (peers still preparing, announce, clock sync, the backoff horizon) may keep its QEMU
+    // waiting for pages that will not come (the page server's stall bound is the bound).
+    let failNow: (error: HrError) => void = () => undefined;
+    const failed = new Promise<never>((_resolve, reject) => {
+      failNow = reject;
+    });
+    failed.catch(() => undefined);
+    const orFail = async <T>(work: Promise<T>): Promise<T> => {
+      work.catch(() => undefined);
+      return Promise.race([work, failed]);
+    };
     const readyAt = new Map<string, number>();
     const startedAt = new Map<string, { ms: number; hostAt: number }>();
     const w0 = new Map<string, number>();
@@ -190,7 +202,7 @@ export async function restoreCluster(
       await Promise.all(gate.started(vmName).map((next) => start(cluster.vm(next))));
     };
 
-    await Promise.all(
+    const preparing = Promise.all(
       [...cluster.vms.values()].map(async (vm) => {
         const vmName = vm.spec.name;
         try {
@@ -222,6 +234,7 @@ export async function restoreCluster(
           });
           handles.set(vmName, handle);
           await handle.ready;
+          handle.finished.catch((error: unknown) => failNow(stepError(vmName, "DONE", error)));
         } catch (error) {
           throw stepError(vmName, "PREPARE", error);
         }
@@ -235,6 +248,7 @@ export async function restoreCluster(
         await Promise.all(gate.ready(vmName).map((next) => start(cluster.vm(next))));
       }),
     );
+    await orFail(preparing);
     if (startedAt.size !== cluster.vms.size) {
       const waiting = [...cluster.vms.keys()].filter((vm) => !startedAt.has(vm));
       throw new HrError("RESTORE_FAILED", `VMs ${waiting.join(", ")} were ready but never started`, {
@@ -243,17 +257,17 @@ export async function restoreCluster(
     }
     const restoreLatencyMs = Math.max(...[...startedAt.values()].map((s) => s.ms));
     progress({ step: "running", detail: `every VM running ${restoreLatencyMs} ms after the command` });
-    await Promise.all(announce);
+    await orFail(Promise.all(announce));
     // The wall clocks: an exec in every guest, which costs a freshly restored TCG guest tens of
     // ms of CPU, so it waits until the flows show progress (at most CLOCK_SYNC_DELAY_MS).
     if (options.syncClock !== false) {
       const syncBy = performance.now() + CLOCK_SYNC_DELAY_MS;
-      while (!tracker.complete && performance.now() < syncBy) await sleep(5);
-      await Promise.all([...cluster.vms.values()].map((vm) => syncClock(vm, options, clocks)));
+      while (!tracker.complete && performance.now() < syncBy) await orFail(sleep(5));
+      await orFail(Promise.all([...cluster.vms.values()].map((vm) => syncClock(vm, options, clocks))));
     }
 
     // Lazy strategies go on loading in the background; each VM's failure names it.
-    await Promise.all(
+    const finishing = Promise.all(
       [...handles].map(async ([vmName, handle]) => {
         try {
           await handle.finished;
@@ -262,8 +276,9 @@ export async function restoreCluster(
         }
       }),
     );
+    await orFail(finishing);
     const horizon = performance.now() + BACKOFF_HORIZON_MS;
-    while (!tracker.complete && performance.now() < horizon) await sleep(20);
+    while (!tracker.complete && performance.now() < horizon) await orFail(sleep(20));
     const responsiveness = new Map(
       await Promise.all(
         spec.vms.map(async (vmSpec) => {

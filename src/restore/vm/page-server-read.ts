@@ -53,6 +53,8 @@ export class PageReader {
   readonly #firstChunk = new Map<string, number>();
   readonly #fds = new Map<string, number>();
   #closed = false;
+  /** An injected fault (util/faults.ts): every read from now on hangs, as on a store gone dead. */
+  #hung = false;
 
   constructor(vm: string, memory: PageSource, space: PageSpace) {
     this.#vm = vm;
@@ -68,6 +70,7 @@ export class PageReader {
 
   /** The record now, without I/O through the thread pool; undefined when a checked read is needed. */
   now(index: number): PageRecord | undefined {
+    if (this.#hung) return undefined;
     const { blockId, page } = this.#space.refOf(index);
     const offset = page * PAGE_BYTES;
     if (!this.#memory.isPresent(blockId, page)) return { block: blockId, offset, zero: true };
@@ -100,6 +103,7 @@ export class PageReader {
   async read(index: number): Promise<PageRecord> {
     const fast = this.now(index);
     if (fast !== undefined) return fast;
+    if (this.#hung) return new Promise<PageRecord>(() => undefined);
     const { blockId, page } = this.#space.refOf(index);
     let data: Buffer;
     try {
@@ -186,6 +190,11 @@ export class PageReader {
     for (let chunkFirst = from; chunkFirst < to; chunkFirst += STORE_CHUNK_PAGES) {
       this.#checked[this.#chunk(blockId, chunkFirst)] = 1;
     }
+  }
+
+  /** Test-only (util/faults.ts): every read from now on never completes. */
+  hang(): void {
+    this.#hung = true;
   }
 
   close(): void {

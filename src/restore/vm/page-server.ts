@@ -31,8 +31,10 @@ import {
   type ReturnPathMessage,
 } from "../../migration/index.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
+import { blockForever, faultKnob, faultsAt, type FaultPoint } from "../../util/faults.ts";
 import { newCursor, nextBackgroundBatch } from "./page-server-batch.ts";
 import { pageServerError } from "./page-server-errors.ts";
+import { publishPageServer } from "./page-server-events.ts";
 import { FaultLog, usBetween, type FaultRecord, type ServedBy } from "./page-server-log.ts";
 import type { PagePolicy, PolicyView } from "./page-server-policy.ts";
 import { PageReader } from "./page-server-read.ts";
@@ -75,7 +77,8 @@ export class PageServer {
   readonly #t0Ns: bigint;
   readonly #prepared = deferred<PrepareReport>();
   readonly #done = deferred<DoneReport>();
-  readonly #serving = new Set<Promise<void>>();
+  /** Requested pages being read from the store, with when their read began. */
+  readonly #serving = new Map<Promise<void>, number>();
   readonly #cursor = newCursor();
   readonly #window: PingWindow;
   readonly #wakers: (() => void)[] = [];
@@ -83,6 +86,8 @@ export class PageServer {
   #eofWritten = false;
   #finished = false;
   #started = false;
+  /** An injected stall (util/faults.ts): nothing is read or written any more. */
+  #stalled = false;
   #watchdog: Watchdog | undefined;
   readonly #counts = { prefetch: 0, before: 0, after: 0, bytesBefore: 0, bytesAfter: 0, sections: 0 };
   /** Where the background loop's time went (ns): waiting for the window, the queue, the policy, reads. */
@@ -93,7 +98,8 @@ export class PageServer {
 
   private constructor(options: PageServerOptions) {
     this.#options = options;
-    this.#tuning = { ...DEFAULT_TUNING, ...options.tuning };
+    const tuning = { ...DEFAULT_TUNING, ...options.tuning };
+    this.#tuning = { ...tuning, stallTimeoutMs: faultKnob("stall-timeout-ms") ?? tuning.stallTimeoutMs };
     this.#vm = options.vm;
     this.#socket = options.socket;
     this.#sectionId = options.source.ramStart.sectionId;
@@ -142,6 +148,7 @@ export class PageServer {
     this.#started = true;
     this.#times.started = process.hrtime.bigint();
     this.#policy.onStart(this.#view);
+    this.#inject("running");
   }
 
   /** Stops serving: the socket is destroyed and `done` rejects with PAGE_SERVER_ABORTED. */
@@ -191,6 +198,7 @@ export class PageServer {
       this.#fail(pageServerError("PAGE_SERVER_CLOSED", this.#vm, what, { cause }));
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("drain", () => {
+      if (this.#stalled) return;
       this.#activity();
       this.#wake();
     });
@@ -201,7 +209,9 @@ export class PageServer {
       this.#tuning,
       () => this.#prepared.settled,
       (error) => this.#fail(error),
+      () => this.#oldestServing(),
     );
+    publishPageServer({ vm: this.#vm, state: "serving" });
     this.#run().catch((error: unknown) => this.#fail(error));
   }
 
@@ -212,12 +222,15 @@ export class PageServer {
     this.#checkAhead().catch((error: unknown) => this.#fail(error));
     const plan = planDiscards(this.#space, this.#prefetchIndexes());
     const prefetchBytes = await this.#writePrefetch(writer, plan.prefetch);
+    this.#inject("prefetch");
+    while (this.#stalled && !this.#finished) await this.#progress(false);
+    if (this.#finished) return;
     for (const discard of plan.discards) await writer.write(discard);
     const pkg = encodeRunPackage(source.deviceState);
     this.#prepare = { prefetchPages: this.#counts.prefetch, prefetchBytes, packageBytes: pkg.length };
     await writer.write(pkg);
     await this.#pumpBackground();
-    while (this.#serving.size > 0) await Promise.all([...this.#serving]);
+    while (this.#serving.size > 0) await Promise.all([...this.#serving.keys()]);
     if (this.#finished) return;
     if (this.#states.written !== this.#space.total) {
       const missing = this.#space.total - this.#states.written;
@@ -270,6 +283,10 @@ export class PageServer {
     const sliceNs = BigInt(Math.round(t.sliceUs * 1000));
     let sliceStart = process.hrtime.bigint();
     while (!this.#finished) {
+      if (this.#stalled) {
+        await this.#progress(false);
+        continue;
+      }
       const queueFull = socket.writableLength >= t.maxQueuedBytes;
       if (queueFull || !window.open) {
         const ping = window.pingDue(true);
@@ -352,6 +369,7 @@ export class PageServer {
   }
 
   #onData(chunk: Buffer): void {
+    if (this.#stalled) return;
     this.#activity();
     let messages: ReturnPathMessage[];
     try {
@@ -431,7 +449,7 @@ export class PageServer {
     const serving = this.#reader.readAll(claimed).then((read) => {
       if (!this.#finished) this.#writePages(claimed, read, "read");
     });
-    this.#serving.add(serving);
+    this.#serving.set(serving, performance.now());
     serving
       .catch((error: unknown) => this.#fail(error))
       .finally(() => this.#serving.delete(serving))
@@ -453,6 +471,7 @@ export class PageServer {
     if (this.#socket.destroyed) {
       throw pageServerError("PAGE_SERVER_CLOSED", this.#vm, "the destination closed the connection");
     }
+    if (this.#stalled) return;
     this.#socket.write(bytes);
     if (counted) this.#window.written(bytes.length);
     this.#activity();
@@ -477,6 +496,32 @@ export class PageServer {
 
   #activity(): void {
     this.#watchdog?.activity();
+  }
+
+  /** performance.now() when the oldest requested page still being read was requested. */
+  #oldestServing(): number | undefined {
+    let oldest: number | undefined;
+    for (const since of this.#serving.values()) oldest = Math.min(oldest ?? since, since);
+    return oldest;
+  }
+
+  /** Test-only faults (util/faults.ts); nothing happens unless HOTRESTORE_FAULT names this VM. */
+  #inject(point: FaultPoint): void {
+    if (this.#finished) return;
+    for (const fault of faultsAt(this.#vm, point)) {
+      publishPageServer({ vm: this.#vm, state: "fault", fault, point });
+      switch (fault) {
+        case "page-server-stall":
+          this.#stalled = true;
+          this.#socket.pause();
+          break;
+        case "store-read-hang":
+          this.#reader.hang();
+          break;
+        case "event-loop-block":
+          blockForever();
+      }
+    }
   }
 
   #finish(): void {
@@ -513,6 +558,7 @@ export class PageServer {
   }
 
   #cleanup(): void {
+    publishPageServer({ vm: this.#vm, state: "ended" });
     this.#wake();
     this.#watchdog?.stop();
     this.#reader.close();
