@@ -8,10 +8,11 @@ import { planRestoreLine, type RestoreLine } from "./restore-line.ts";
  * The restore dependency graph and restore line planned for a snapshot (`snapshot graph`).
  * Readiness estimates are a first model, to be replaced by measured figures: QEMU start and
  * device state take QEMU_START_MS, each working-set page loaded before start costs PAGE_COST_MS
- * (measured: 2,048 working-set pages loaded before start add 500–850 ms; see DEFAULT_W0_PAGES), and the minimum W0 is the caller's.
+ * (measured with the destination's transparent huge pages off: 8,000–9,500 working-set pages of a
+ * 512 MiB VM added 400–500 ms, cold page cache; see DEFAULT_W0_PAGES), and the minimum W0 is the caller's.
  */
 export const QEMU_START_MS = 300;
-export const PAGE_COST_MS = 0.3;
+export const PAGE_COST_MS = 0.05;
 
 export interface SnapshotPlan {
   graph: DependencyGraph;

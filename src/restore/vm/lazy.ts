@@ -54,21 +54,19 @@ export interface LazyOptions {
 }
 
 /**
- * W0 when the restore line gives none, and the least it gives: 256 pages (1 MiB). Measured on one
- * 512 MiB VM (`mem` workload, working set ~3,700 pages, cold page cache, 2–3 runs each):
- *   W0 0     latency 185–360 ms, responsive 1.5–2.2 s
- *   W0 16    latency 199–248 ms
- *   W0 256   latency 315–383 ms
- *   W0 2048  latency 730–860 ms, responsive 1.9–2.0 s
- *   W0 8192  latency 783–893 ms, responsive 1.7–2.0 s (the whole working set)
- * A page loaded before start costs ~0.3 ms here, not the ~0.02 ms of reading it: the destination
- * QEMU consumes the first MiBs of precopy sections slowly right after `migrate-incoming` (60–250 ms
- * per MiB for the first ~5 MiB, then 6–9 ms), and the time to responsiveness hardly moved with W0
- * (this workload's random cold touches fault until the background fill ends). So W0 stays small;
- * the restore line adds pages where a VM has slack, and the window sends the rest of the working
- * set first after start.
+ * W0 when the restore line gives none, and the least it gives: 1024 pages (4 MiB). Measured on one
+ * 512 MiB VM (`mem` workload, working set 8,000–9,500 pages after refinement, cold page cache,
+ * 2–3 runs each, this machine under load from other work), with the destination's transparent
+ * huge pages off (see VmStartOptions.noTransparentHugepages: with THP on, each W0 page cost ~0.3 ms):
+ *   W0 256              latency 325–570 ms, responsive 1.5–2.7 s
+ *   W0 2048             latency 427–484 ms, responsive 1.8 s
+ *   W0 = working set    latency 717–1210 ms, responsive 0.94–1.6 s
+ * Loading the whole working set before start halves the time to responsiveness but costs
+ * 0.4–0.8 s of latency (reading its scattered 64 KiB chunks cold is half of it: coalescing them
+ * into range reads was slower, the working set touches most chunks of used memory). W0 stays
+ * small for a lone VM; the restore line gives VMs that wait for others their slack as W0.
  */
-export const DEFAULT_W0_PAGES = 256;
+export const DEFAULT_W0_PAGES = 1024;
 
 /**
  * Refinement keeps the pages first faulted up to REFINE_WINDOW_MS after start (later faults are
