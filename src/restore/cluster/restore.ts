@@ -142,7 +142,10 @@ export async function restoreCluster(
     sw.on("tcp", onTcp);
     const sockets = new Map<string, string>();
     for (const vm of cluster.vms.values()) {
-      sockets.set(vm.spec.name, await sw.addPort(vm.spec.name, { holdWhileDisconnected: hold }));
+      sockets.set(
+        vm.spec.name,
+        await sw.addPort(vm.spec.name, { holdWhileDisconnected: hold, mac: vm.spec.mac }),
+      );
       if (hold) sw.hold(vm.spec.name);
       else sw.block(vm.spec.name, true);
     }
