@@ -9,7 +9,7 @@ import { restoreCluster, type Order, type RestoreReport, type Strategy } from ".
 import { planFromSnapshot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { preflightRestore } from "../restore/cluster/preflight.ts";
 import { snapshotCluster, type SnapshotReport } from "../snapshot/cut.ts";
-import { SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
+import { checkSnapshotName, SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
 import { actionSchema, type Action, type Progress } from "./actions.ts";
 
 export interface ControllerOptions {
@@ -186,6 +186,7 @@ export class Controller {
     name: string | undefined,
     progress: (note: Progress) => void,
   ): Promise<SnapshotReport> {
+    if (name !== undefined) checkSnapshotName(name); // a bad name is refused before anything else
     const cluster = this.requireCluster();
     await this.store.cleanupStale();
     return snapshotCluster(
