@@ -17,7 +17,7 @@ import type { ActionInput } from "../control/actions.ts";
 import type { SnapshotInspection } from "../control/controller.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
-import type { SnapshotListEntry, VerifyReport } from "../snapshot/store/index.ts";
+import { checkSnapshotName, type SnapshotListEntry, type VerifyReport } from "../snapshot/store/index.ts";
 import { planToDot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { ORDERS } from "../restore/cluster/start-gate.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
@@ -168,6 +168,7 @@ const snapshot = program
   .option("--name <name>", "snapshot name (default snap-<time>)")
   .option("--json", "print JSON")
   .action(async (options: { name?: string; json?: boolean }) => {
+    if (options.name !== undefined) checkSnapshotName(options.name);
     const connection = await connectDaemon();
     if (!connection)
       throw new HrError("NO_CLUSTER", "no cluster is running", { hint: "hotrestore up <spec.json>" });
@@ -268,6 +269,7 @@ program
         json?: boolean;
       },
     ) => {
+      checkSnapshotName(name); // refused here, before a daemon is started for it
       const strategy = STRATEGIES.find((known) => known === options.strategy);
       if (strategy === undefined) {
         throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {

@@ -109,7 +109,7 @@ export class Cluster {
   private async boot(progress: ProgressFn): Promise<void> {
     await Promise.all(
       [...this.vms.values()].map(async (vm) => {
-        const netSocket = await this.switch.addPort(vm.spec.name);
+        const netSocket = await this.switch.addPort(vm.spec.name, { mac: vm.spec.mac });
         const disk = vm.spec.diskMiB === undefined ? undefined : await createDisk(vm.dir, vm.spec.diskMiB);
         progress({ step: "boot", vm: vm.spec.name });
         await vm.start({ accel: this.accel, image: this.options.image, netSocket, hosts: this.hosts, disk });

@@ -1,3 +1,4 @@
+import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { ORDERS } from "../restore/cluster/start-gate.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
@@ -6,6 +7,13 @@ import { STRATEGIES } from "../restore/vm/strategy.ts";
  * The one list of things HotRestore can be asked to do. Every face (CLI over the daemon socket,
  * later HTTP) translates its input into one of these and hands it to the Controller.
  */
+/** A path the daemon writes to: absolute, since the daemon's working directory is not the caller's. */
+const absolutePath = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((path) => isAbsolute(path) && !path.includes("\0"), { message: "must be an absolute path" });
+
 export const actionSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("ping") }),
   z.strictObject({
@@ -27,7 +35,7 @@ export const actionSchema = z.discriminatedUnion("type", [
     type: z.literal("capture"),
     vm: z.string().max(64),
     /** Absolute path of the pcap file to write. */
-    file: z.string().min(1).max(4096),
+    file: absolutePath,
     seconds: z.number().min(0.1).max(3600),
   }),
   z.strictObject({ type: z.literal("snapshot"), name: z.string().max(64).optional() }),
@@ -51,7 +59,7 @@ export const actionSchema = z.discriminatedUnion("type", [
       .max(1 << 30)
       .optional(),
     /** Absolute directory for one pcap per VM of the restored cluster's traffic. */
-    capture: z.string().max(4096).optional(),
+    capture: absolutePath.optional(),
   }),
 ]);
 

@@ -8,8 +8,9 @@ import { chooseAccel } from "../vm/accel.ts";
 import { restoreCluster, type Order, type RestoreReport, type Strategy } from "../restore/cluster/restore.ts";
 import { planFromSnapshot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { DEFAULT_W0_PAGES } from "../restore/vm/lazy.ts";
+import { preflightRestore } from "../restore/cluster/preflight.ts";
 import { snapshotCluster, type SnapshotReport } from "../snapshot/cut.ts";
-import { SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
+import { checkSnapshotName, SnapshotStore, type SnapshotSummary } from "../snapshot/store/index.ts";
 import { actionSchema, type Action, type Progress } from "./actions.ts";
 
 export interface ControllerOptions {
@@ -186,6 +187,7 @@ export class Controller {
     name: string | undefined,
     progress: (note: Progress) => void,
   ): Promise<SnapshotReport> {
+    if (name !== undefined) checkSnapshotName(name); // a bad name is refused before anything else
     const cluster = this.requireCluster();
     await this.store.cleanupStale();
     return snapshotCluster(
@@ -244,6 +246,9 @@ export class Controller {
     const name = action.name;
     const snapshot = await this.store.open(name);
     try {
+      // Every check that needs no QEMU, before the running cluster is stopped: a damaged
+      // snapshot is refused and leaves what runs alone.
+      const inputs = await preflightRestore(snapshot);
       const image = await loadGuestImage(this.options.guestDir);
       const accel = await chooseAccel(image, this.options.cacheDir);
       if (this.cluster) {
@@ -252,20 +257,24 @@ export class Controller {
         this.cluster = undefined;
         await old.down();
       }
-      const specName = (snapshot.spec as { name?: unknown } | null)?.name;
-      const { cluster, report } = await restoreCluster(snapshot, {
-        dir: join(this.options.stateDir, "run", typeof specName === "string" ? specName : "restored"),
-        image,
-        accel: accel.accel,
-        log: this.options.log,
-        strategy: action.strategy,
-        order: action.order,
-        hold: action.hold,
-        captureDir: action.capture,
-        w0Pages: action.w0,
-        commandAt,
-        progress,
-      });
+      const { cluster, report } = await restoreCluster(
+        snapshot,
+        {
+          // the validated spec's name: [a-z][a-z0-9-]{0,30}, never a path of its own
+          dir: join(this.options.stateDir, "run", inputs.spec.name),
+          image,
+          accel: accel.accel,
+          log: this.options.log,
+          strategy: action.strategy,
+          order: action.order,
+          hold: action.hold,
+          captureDir: action.capture,
+          w0Pages: action.w0,
+          commandAt,
+          progress,
+        },
+        inputs,
+      );
       this.cluster = cluster;
       return report;
     } finally {

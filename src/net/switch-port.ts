@@ -20,6 +20,13 @@ export interface PortCounters {
   rxMalformed: number;
   /** Received frames whose destination MAC is on the same port (not sent back). */
   rxFiltered: number;
+  /**
+   * Received frames dropped for their source MAC: not the MAC the port is bound to, or (on a
+   * port without one) a MAC bound to another port. A guest cannot take another VM's traffic.
+   */
+  rxSpoofed: number;
+  /** Received unicast frames for a MAC no port owns, delivered nowhere (no port learns MACs). */
+  rxUnknownDst: number;
   /** Frames for this port dropped because no QEMU was connected and the port was not held. */
   dropsDisconnected: number;
   /**
@@ -60,6 +67,8 @@ function zeroCounters(): PortCounters {
     txBytes: 0,
     rxMalformed: 0,
     rxFiltered: 0,
+    rxSpoofed: 0,
+    rxUnknownDst: 0,
     dropsDisconnected: 0,
     dropsBlocked: 0,
     dropsBackpressure: 0,
@@ -77,6 +86,8 @@ export class SwitchPort {
   readonly socketPath: string;
   readonly server: Server;
   readonly counters: PortCounters = zeroCounters();
+  /** The MAC (macKey) this port is bound to: the only source MAC accepted from it. */
+  readonly mac: number | undefined;
   held = false;
   /** Drop every frame for this port (takes precedence over nothing: a held port queues). */
   blocked = false;
@@ -95,8 +106,10 @@ export class SwitchPort {
     maxHoldBytes: number;
     maxSocketBufferBytes: number;
     callbacks: PortCallbacks;
+    mac?: number | undefined;
   }) {
     this.name = options.name;
+    this.mac = options.mac;
     this.socketPath = options.socketPath;
     this.server = options.server;
     this.holdWhileDisconnected = options.holdWhileDisconnected;

@@ -4,7 +4,7 @@ import type { Server } from "node:net";
 import { join } from "node:path";
 import { HrError } from "../util/errors.ts";
 import type { FlowTable } from "./flows.ts";
-import { isGroupMac, macKey, macKeyToString } from "./mac.ts";
+import { isGroupMac, macKey, macKeyToString, parseMac } from "./mac.ts";
 import { PcapFileWriter } from "./pcap-file.ts";
 import { SwitchPort, type DeliveryCounts, type PortCallbacks, type PortCounters } from "./switch-port.ts";
 import { closePortServer, listenPortServer } from "./switch-socket.ts";
@@ -19,8 +19,11 @@ import type { TrafficLogEntry } from "./traffic-log.ts";
 
 /**
  * The cluster's Ethernet switch, sensor and valve. One unix socket per VM ("port"), QEMU's
- * `-netdev stream` framing on each. Forwards by learned source MAC (broadcast, multicast and
- * unknown unicast are flooded to every other port), and records what it forwards: a per-pair
+ * `-netdev stream` framing on each. A VM's port is bound to the VM's MAC (PortOptions.mac): frames
+ * from it with any other source MAC are dropped, so a guest can neither forge another VM's MAC nor
+ * take its traffic, and unicast to a MAC no VM owns goes nowhere (there is no port to the host).
+ * Ports without a MAC learn source MACs like a plain switch (broadcast, multicast and unknown
+ * unicast are flooded to every other port that learns). It records what it forwards: a per-pair
  * traffic matrix, per-port counters, a TCP flow table, a bounded traffic log, optional pcap files.
  * Delivery to any port can be held (queued in order, bounded), released, read out and injected.
  *
@@ -32,6 +35,7 @@ export type SwitchErrorCode =
   | "SWITCH_PORT_NAME_INVALID"
   | "SWITCH_PORT_EXISTS"
   | "SWITCH_PORT_UNKNOWN"
+  | "SWITCH_MAC_IN_USE"
   | "SWITCH_SOCKET_PATH_TOO_LONG"
   | "SWITCH_SOCKET_IN_USE"
   | "SWITCH_LISTEN_FAILED"
@@ -64,6 +68,12 @@ export interface SwitchOptions extends TrafficMonitorOptions {
 export interface PortOptions {
   /** Queue (instead of drop) frames for this port while no QEMU is connected. Default false. */
   holdWhileDisconnected?: boolean;
+  /**
+   * The VM's MAC: the port is bound to it. Frames from the port with any other source MAC are
+   * dropped, the MAC is always delivered to this port (never learned elsewhere), and unicast to
+   * a MAC no port owns is not flooded to it. Without it the port learns MACs like a plain switch.
+   */
+  mac?: string;
 }
 
 export interface PortInfo {
@@ -96,6 +106,8 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
   readonly #maxSocketBufferBytes: number;
   readonly #ports = new Map<string, SwitchPort>();
   readonly #macs = new Map<number, SwitchPort>();
+  /** MACs bound to a port (PortOptions.mac): never learned on, or moved to, another port. */
+  readonly #bound = new Set<number>();
   readonly #monitor: TrafficMonitor;
   readonly #pending = new Set<string>();
   readonly #callbacks: PortCallbacks;
@@ -145,6 +157,7 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
     if (this.#ports.has(name) || this.#pending.has(name)) {
       throw new HrError("SWITCH_PORT_EXISTS", `switch port ${name} already exists`);
     }
+    const mac = options.mac === undefined ? undefined : this.#bindable(name, options.mac);
     const socketPath = join(this.dir, `${name}.sock`);
     this.#pending.add(name);
     let server: Server;
@@ -166,7 +179,16 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
       maxHoldBytes: this.#maxHoldBytes,
       maxSocketBufferBytes: this.#maxSocketBufferBytes,
       callbacks: this.#callbacks,
+      mac,
     });
+    if (mac !== undefined) {
+      if (this.#bound.has(mac)) {
+        await closePortServer(server, socketPath);
+        throw this.#macInUse(name, mac);
+      }
+      this.#bound.add(mac);
+      this.#macs.set(mac, port);
+    }
     this.#ports.set(name, port);
     if (this.#captureDir !== undefined) await this.startCapture(name, join(this.#captureDir, `${name}.pcap`));
     return socketPath;
@@ -177,6 +199,7 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
     const port = this.#port(name);
     this.#ports.delete(name);
     for (const [mac, owner] of this.#macs) if (owner === port) this.#macs.delete(mac);
+    if (port.mac !== undefined) this.#bound.delete(port.mac);
     port.discardQueued();
     port.disconnect();
     await this.stopCapture(name);
@@ -342,12 +365,32 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
     };
   }
 
+  #bindable(name: string, text: string): number {
+    const bytes = parseMac(text);
+    if (isGroupMac(bytes)) {
+      throw new HrError("MAC_INVALID", `port ${name}: ${text} is a group (multicast) MAC, not a VM's`);
+    }
+    const key = macKey(bytes);
+    if (this.#bound.has(key)) throw this.#macInUse(name, key);
+    return key;
+  }
+
+  #macInUse(name: string, key: number): HrError {
+    const owner = this.#macs.get(key)?.name ?? "another port";
+    return new HrError("SWITCH_MAC_IN_USE", `port ${name}: MAC ${macKeyToString(key)} is bound to ${owner}`);
+  }
+
   #forward(from: SwitchPort, frame: Buffer): void {
     if (frame.length < 14) {
       from.counters.rxMalformed++;
       return;
     }
-    if (!isGroupMac(frame, 6)) this.#learn(macKey(frame, 6), from);
+    const source = macKey(frame, 6);
+    if (from.mac !== undefined ? source !== from.mac : this.#bound.has(source)) {
+      from.counters.rxSpoofed++;
+      return;
+    }
+    if (from.mac === undefined && !isGroupMac(frame, 6)) this.#learn(source, from);
     const to = isGroupMac(frame, 0) ? undefined : this.#macs.get(macKey(frame, 0));
     if (to === from) {
       from.counters.rxFiltered++;
@@ -358,7 +401,15 @@ export class VirtualSwitch extends EventEmitter<SwitchEvents> {
       to.deliver(frame);
       return;
     }
-    for (const port of this.#ports.values()) if (port !== from) port.deliver(frame);
+    // Broadcast and multicast go to every other port; unknown unicast only to ports that learn.
+    const group = isGroupMac(frame, 0);
+    let delivered = false;
+    for (const port of this.#ports.values()) {
+      if (port === from || (!group && port.mac !== undefined)) continue;
+      port.deliver(frame);
+      delivered = true;
+    }
+    if (!delivered && !group) from.counters.rxUnknownDst++;
   }
 
   #learn(key: number, port: SwitchPort): void {

@@ -37,13 +37,14 @@ export async function planFromSnapshot(
     log: traffic?.log ?? [],
     inflight,
   });
-  const summary = await snapshot.summary();
-  const estimates = summary.vms.map((vm) => {
-    const w0Pages = Math.min(options.minW0Pages ?? 0, vm.workingSetPages);
+  // From the manifest: the summary would stat every file of the snapshot for nothing here.
+  const estimates = snapshot.manifest.vms.map((vm) => {
+    const workingSetPages = vm.workingSet.pages;
+    const w0Pages = Math.min(options.minW0Pages ?? 0, workingSetPages);
     return {
       name: vm.name,
       readyEstimateMs: QEMU_START_MS + w0Pages * PAGE_COST_MS,
-      workingSetPages: vm.workingSetPages,
+      workingSetPages,
       w0Pages,
     };
   });

@@ -3,21 +3,18 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Cluster } from "../../cluster/cluster.ts";
 import type { GuestImage } from "../../image/image.ts";
-import type { Flow } from "../../net/flows.ts";
 import type { TcpEvent } from "../../net/traffic-monitor.ts";
 import { overlayDisk } from "../../snapshot/disk.ts";
 import type { SnapshotReader } from "../../snapshot/store/index.ts";
-import { validateSpec } from "../../spec/validate.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
 import type { Logger } from "../../util/log.ts";
 import type { Accel } from "../../vm/argv.ts";
 import type { Vm } from "../../vm/vm.ts";
 import { DEFAULT_W0_PAGES } from "../vm/lazy.ts";
+import { DISK_FILE, preflightRestore, type RestoreInputs } from "./preflight.ts";
 import { restoreVm, type Strategy, type VmRestoreFigures, type VmRestoreHandle } from "../vm/strategy.ts";
-import { vmStreamSource } from "../vm/stream-source.ts";
 import { BackoffTracker, flowsActiveAtCut, type BackoffReport } from "../../metrics/backoff.ts";
 import { syncGuestClock } from "./clock.ts";
-import { planFromSnapshot } from "./plan.ts";
 import { tryMeasureResponsiveness } from "./responsiveness.ts";
 import { StartGate, type Order } from "./start-gate.ts";
 
@@ -92,7 +89,7 @@ export type RestoreVmReport = {
 } & Omit<VmRestoreFigures, "doneMs">;
 
 export const LOAD_TIMEOUT_MS = 600_000;
-export const DISK_FILE = "disk.qcow2";
+export { DISK_FILE } from "./preflight.ts";
 /** After every VM runs, flows get this long to show progress before their backoff is "stalled". */
 export const BACKOFF_HORIZON_MS = 20_000;
 /** The guests' wall clocks are set once every flow progressed, or this long after all run. */
@@ -111,27 +108,17 @@ function stepError(vm: string, step: Step, error: unknown): HrError {
   });
 }
 
+/** `inputs`: what `preflightRestore` returned for this snapshot (it is run here otherwise). */
 export async function restoreCluster(
   snapshot: SnapshotReader,
   options: RestoreOptions,
+  inputs?: RestoreInputs,
 ): Promise<{ cluster: Cluster; report: RestoreReport }> {
   const progress = options.progress ?? (() => undefined);
   const order = options.order ?? "restore-line";
   const hold = options.hold ?? order === "restore-line";
   const name = snapshot.manifest.name;
-  const spec = validateSpec(snapshot.spec, `snapshot ${name}`);
-  const stored = [...snapshot.vmNames()].sort();
-  const wanted = spec.vms.map((vm) => vm.name).sort();
-  if (stored.join(",") !== wanted.join(",")) {
-    throw new HrError(
-      "SNAPSHOT_MISMATCH",
-      `snapshot ${name}: it holds VMs [${stored.join(", ")}] but its spec names [${wanted.join(", ")}]`,
-      { hint: "the snapshot is damaged; take a new one" },
-    );
-  }
-  const plan = await planFromSnapshot(snapshot, { minW0Pages: DEFAULT_W0_PAGES });
-  const traffic = (await snapshot.traffic()) as { flows?: (Flow & { lastSeenAgoMs?: number })[] } | null;
-  const inflight = await snapshot.inflight();
+  const { spec, plan, traffic, inflight, sources } = inputs ?? (await preflightRestore(snapshot));
   const cluster = await Cluster.prepare(spec, {
     dir: options.dir,
     sourceDoc: snapshot.spec,
@@ -155,7 +142,10 @@ export async function restoreCluster(
     sw.on("tcp", onTcp);
     const sockets = new Map<string, string>();
     for (const vm of cluster.vms.values()) {
-      sockets.set(vm.spec.name, await sw.addPort(vm.spec.name, { holdWhileDisconnected: hold }));
+      sockets.set(
+        vm.spec.name,
+        await sw.addPort(vm.spec.name, { holdWhileDisconnected: hold, mac: vm.spec.mac }),
+      );
       if (hold) sw.hold(vm.spec.name);
       else sw.block(vm.spec.name, true);
     }
@@ -206,10 +196,11 @@ export async function restoreCluster(
       [...cluster.vms.values()].map(async (vm) => {
         const vmName = vm.spec.name;
         try {
-          const source = await vmStreamSource(snapshot, vmName);
+          const source = sources.get(vmName);
+          if (source === undefined) throw new HrError("RESTORE_FAILED", `VM ${vmName} was not checked`);
           let disk: string | undefined;
           if (snapshot.vmFileNames(vmName).includes(DISK_FILE)) {
-            await snapshot.verifyVmFile(vmName, DISK_FILE);
+            // checked by preflightRestore
             await mkdir(vm.dir, { recursive: true, mode: 0o700 });
             disk = join(vm.dir, "disk.qcow2");
             await overlayDisk(snapshot.vmFilePath(vmName, DISK_FILE), disk);

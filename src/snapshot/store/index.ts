@@ -14,4 +14,4 @@ export type { InflightFrame } from "./inflight-file.ts";
 export type { WorkingSetEntry } from "./working-set-file.ts";
 export type { JsonValue, Manifest, ManifestVm, ManifestBlock } from "./manifest.ts";
 export type { SnapshotStoreErrorCode } from "./errors.ts";
-export { CHUNK_PAGES, PAGE_SIZE, SNAPSHOT_NAME_RE } from "./layout.ts";
+export { checkSnapshotName, CHUNK_PAGES, PAGE_SIZE, SNAPSHOT_NAME_RE } from "./layout.ts";

@@ -169,7 +169,9 @@ function checkConsistency(file: string, manifest: Manifest): void {
     if (files.has(entry.path)) throw corrupt(file, `${entry.path} listed twice`);
     files.set(entry.path, entry);
   }
+  const referenced = new Set<string>();
   const listed = (path: string, scope: "file" | "chunks", size?: number): void => {
+    referenced.add(path);
     const entry = files.get(path);
     if (entry === undefined) throw corrupt(file, `${path} is referenced but not listed in files`);
     if (entry.scope !== scope) throw corrupt(file, `${path} has scope ${entry.scope}, expected ${scope}`);
@@ -181,6 +183,7 @@ function checkConsistency(file: string, manifest: Manifest): void {
   for (const vm of manifest.vms) {
     if (vmNames.has(vm.name)) throw corrupt(file, `VM ${vm.name} listed twice`);
     vmNames.add(vm.name);
+    checkOwnFiles(file, vm);
     const ids = new Set<string>();
     let ramBytes = 0;
     for (const block of vm.blocks) {
@@ -196,7 +199,31 @@ function checkConsistency(file: string, manifest: Manifest): void {
     if (ramBytes !== vm.ramBytes) throw corrupt(file, `VM ${vm.name}: ramBytes does not add up`);
     for (const path of [vm.deviceState, vm.configuration, vm.ramStart, vm.workingSet.file])
       listed(path, "file");
+    for (const extra of vm.extraFiles) listed(extra.file, "file");
   }
   listed(manifest.inflight.file, "file");
   if (manifest.traffic !== null) listed(manifest.traffic, "file");
+  for (const path of files.keys()) {
+    if (!referenced.has(path))
+      throw corrupt(file, `${path} is listed but belongs to nothing in the snapshot`);
+  }
+}
+
+/**
+ * Every file a VM's restore reads lies in that VM's own directory: a manifest that points one VM
+ * at another's device state, memory, working set or disk is refused, even with a valid checksum.
+ */
+function checkOwnFiles(file: string, vm: ManifestVm): void {
+  const own = `vms/${vm.name}/`;
+  const paths = [
+    vm.deviceState,
+    vm.configuration,
+    vm.ramStart,
+    vm.workingSet.file,
+    ...vm.blocks.flatMap((block) => [block.file, block.index]),
+    ...vm.extraFiles.map((extra) => extra.file),
+  ];
+  for (const path of paths) {
+    if (!path.startsWith(own)) throw corrupt(file, `VM ${vm.name}: ${path} lies outside ${own}`);
+  }
 }

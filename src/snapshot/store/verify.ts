@@ -137,7 +137,7 @@ class Checker {
     if (inflight !== undefined) {
       const frames = decodeInflight(`${this.name}/${manifest.inflight.file}`, inflight);
       if (frames.length !== manifest.inflight.frames)
-        this.damage(manifest.inflight.file, "frame count differs");
+        this.damage(manifest.inflight.file, "frame count differs from the manifest");
     }
     const traffic = manifest.traffic === null ? undefined : this.intact.get(manifest.traffic);
     if (manifest.traffic !== null && traffic !== undefined) {
