@@ -18,7 +18,9 @@
  * cluster (4 VMs of 256–1024 MiB, chain + cycle of TCP flows: strategy × order, restore latency,
  * time to responsiveness, TCP backoff, retransmissions);
  * restore-line (dependency graph + restore line for 10 to 10,000 VMs, pure computation);
- * scale (restore simulator, src/sim: every order and hold setting on 10 to 10,000 VMs; --reps = seeds).
+ * scale (restore simulator, src/sim: every order and hold setting on 10 to 10,000 VMs; --reps = seeds);
+ * load (`--cycles N`, default 50, snapshot + restore cycles of a 4-VM cluster: every cycle checked,
+ * the daemon's memory, descriptors and processes before and after; not part of `all`).
  */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { cpus, release, tmpdir, totalmem } from "node:os";
@@ -29,6 +31,7 @@ import { DEFINITIONS } from "../report/model.ts";
 import { summarize, type SummaryRow } from "./summary.ts";
 import { cli, ROOT } from "../cli/run-cli.ts";
 import { clusterSuite } from "./cluster.ts";
+import { loadSuite } from "./load.ts";
 import { restoreLineSuite } from "./restore-line.ts";
 import { restoreSuite } from "./restore.ts";
 import { runScale } from "./scale.ts";
@@ -97,7 +100,11 @@ function flatSummary(summary: SummaryRow[]): Record<string, string | number | bo
 const args = process.argv.slice(2);
 const repsIndex = args.indexOf("--reps");
 const reps = repsIndex >= 0 ? Number.parseInt(args[repsIndex + 1] ?? "3", 10) : 3;
-const suite = args.find((arg, i) => !arg.startsWith("--") && args[i - 1] !== "--reps") ?? "all";
+const cyclesIndex = args.indexOf("--cycles");
+const cycles = cyclesIndex >= 0 ? Number.parseInt(args[cyclesIndex + 1] ?? "50", 10) : 50;
+const suite =
+  args.find((arg, i) => !arg.startsWith("--") && args[i - 1] !== "--reps" && args[i - 1] !== "--cycles") ??
+  "all";
 const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
   boot: bootSuite,
   snapshot: snapshotSuite,
@@ -105,8 +112,9 @@ const suites: Record<string, (reps: number) => Promise<unknown[]>> = {
   "restore-line": restoreLineSuite,
   cluster: clusterSuite,
   scale: (seeds) => runScale({ seeds, out: (line) => process.stderr.write(`  ${line}\n`) }),
+  load: () => loadSuite(cycles),
 };
-const chosen = suite === "all" ? Object.keys(suites) : [suite];
+const chosen = suite === "all" ? Object.keys(suites).filter((name) => name !== "load") : [suite];
 
 /** Medians, spread and ratios to the baseline of the same run, per suite. */
 function summaryOf(name: string, results: unknown[]): SummaryRow[] {
