@@ -43,13 +43,12 @@ async function exec(daemon: DaemonConnection, vm: string, command: string): Prom
   return Buffer.from(reply.stdout, "base64").toString("utf8").trim();
 }
 
-let interrupted = false;
+let interrupted: Promise<void> | undefined;
 process.on("SIGINT", () => {
   if (interrupted) return;
-  interrupted = true;
   stopBars();
   say("\ninterrupted: stopping the daemon and every VM");
-  stopDaemon().then(
+  interrupted = stopDaemon().then(
     () => process.exit(130),
     () => process.exit(130),
   );
@@ -168,6 +167,8 @@ try {
   await main();
 } catch (error) {
   stopBars();
+  // Ctrl-C stops the daemon under the running step, which then fails: that is the interruption.
+  if (interrupted) await interrupted;
   process.stderr.write(`demo failed: ${messageOf(error)}\n`);
   if (isHrError(error) && error.hint) process.stderr.write(`  what to do: ${error.hint}\n`);
   const daemon = await connectDaemon();
