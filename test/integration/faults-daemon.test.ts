@@ -11,6 +11,7 @@ import {
   startCli,
   tempDirs,
   waitForLog,
+  upWithSnapshot,
 } from "./faults-fixture.ts";
 
 /**
@@ -27,17 +28,7 @@ describe("the daemon killed mid-operation", () => {
 
   before(async () => {
     lab = await Lab.create("hr-faults-daemon-");
-    const spec = await lab.writeSpec({
-      name: "faults",
-      vms: [
-        { name: "a", memoryMiB: 128 },
-        { name: "b", memoryMiB: 128 },
-      ],
-    });
-    const up = await lab.cli(["up", spec]);
-    assert.equal(up.code, 0, up.stderr);
-    const snap = await lab.cli(["snapshot", "--name", "s1"]);
-    assert.equal(snap.code, 0, snap.stderr);
+    await upWithSnapshot(lab, "faults");
   });
   after(async () => {
     await lab.cleanup();

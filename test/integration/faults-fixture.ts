@@ -168,3 +168,18 @@ export async function killLab(lab: Lab): Promise<void> {
   }
   await lab.waitNoProcesses(5_000);
 }
+
+/** Boots the fault tests' cluster (a, b: 128 MiB each) and takes snapshot s1, the one that must survive. */
+export async function upWithSnapshot(lab: Lab, name: string): Promise<void> {
+  const spec = await lab.writeSpec({
+    name,
+    vms: [
+      { name: "a", memoryMiB: 128 },
+      { name: "b", memoryMiB: 128 },
+    ],
+  });
+  const up = await lab.cli(["up", spec]);
+  assert.equal(up.code, 0, up.stderr);
+  const snap = await lab.cli(["snapshot", "--name", "s1"]);
+  assert.equal(snap.code, 0, snap.stderr);
+}

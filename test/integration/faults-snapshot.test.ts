@@ -18,6 +18,7 @@ import {
   snapshotNames,
   startCli,
   tempDirs,
+  upWithSnapshot,
 } from "./faults-fixture.ts";
 
 const run = promisify(execFile);
@@ -39,17 +40,7 @@ describe("snapshots under faults (store on a small tmpfs)", () => {
     await mkdir(store, { recursive: true });
     await run("mount", ["-t", "tmpfs", "-o", "size=400m,mode=0700", "tmpfs", store]);
     mounted = true;
-    const spec = await lab.writeSpec({
-      name: "snaps",
-      vms: [
-        { name: "a", memoryMiB: 128 },
-        { name: "b", memoryMiB: 128 },
-      ],
-    });
-    const up = await lab.cli(["up", spec]);
-    assert.equal(up.code, 0, up.stderr);
-    const snap = await lab.cli(["snapshot", "--name", "s1"]);
-    assert.equal(snap.code, 0, snap.stderr);
+    await upWithSnapshot(lab, "snaps");
   });
   after(async () => {
     await killLab(lab);

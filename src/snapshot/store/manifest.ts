@@ -209,13 +209,9 @@ function checkConsistency(file: string, manifest: Manifest): void {
   }
 }
 
-/**
- * Every file a VM's restore reads lies in that VM's own directory: a manifest that points one VM
- * at another's device state, memory, working set or disk is refused, even with a valid checksum.
- */
-function checkOwnFiles(file: string, vm: ManifestVm): void {
-  const own = `vms/${vm.name}/`;
-  const paths = [
+/** Every file of a VM listed in the manifest. */
+export function vmFiles(vm: ManifestVm): string[] {
+  return [
     vm.deviceState,
     vm.configuration,
     vm.ramStart,
@@ -223,7 +219,15 @@ function checkOwnFiles(file: string, vm: ManifestVm): void {
     ...vm.blocks.flatMap((block) => [block.file, block.index]),
     ...vm.extraFiles.map((extra) => extra.file),
   ];
-  for (const path of paths) {
+}
+
+/**
+ * Every file a VM's restore reads lies in that VM's own directory: a manifest that points one VM
+ * at another's device state, memory, working set or disk is refused, even with a valid checksum.
+ */
+function checkOwnFiles(file: string, vm: ManifestVm): void {
+  const own = `vms/${vm.name}/`;
+  for (const path of vmFiles(vm)) {
     if (!path.startsWith(own)) throw corrupt(file, `VM ${vm.name}: ${path} lies outside ${own}`);
   }
 }

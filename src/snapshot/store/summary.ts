@@ -1,7 +1,9 @@
 import { lstat } from "node:fs/promises";
 import { readError } from "./errors.ts";
 import { MANIFEST_FILE, resolveInside } from "./layout.ts";
-import type { Manifest, ManifestVm } from "./manifest.ts";
+import { vmFiles, type Manifest } from "./manifest.ts";
+
+export { vmFiles } from "./manifest.ts";
 
 /**
  * The figures `snapshots`, `snapshot inspect` and `snapshot --json` show, from the manifest and
@@ -34,17 +36,6 @@ export interface SnapshotSummary {
   storedBytes: number;
   inflightFrames: number;
   vms: VmSummary[];
-}
-
-export function vmFiles(vm: ManifestVm): string[] {
-  return [
-    vm.deviceState,
-    vm.configuration,
-    vm.ramStart,
-    vm.workingSet.file,
-    ...vm.blocks.flatMap((block) => [block.file, block.index]),
-    ...vm.extraFiles.map((extra) => extra.file),
-  ];
 }
 
 async function allocated(dir: string, label: string, path: string): Promise<number> {
