@@ -336,18 +336,23 @@ export function tuningFromEnv(env = process.env): Partial<PageServerTuning> {
       hint: `give an object of numbers, e.g. {"inflightBytes":1048576}; keys: ${Object.keys(DEFAULT_TUNING).join(", ")}`,
     });
   }
-  const out: Record<string, number> = {};
+  const out: Record<string, number | boolean> = {};
+  const defaults: Readonly<Record<string, unknown>> = DEFAULT_TUNING;
   for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
-    if (!(key in DEFAULT_TUNING) || typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    const fits =
+      typeof defaults[key] === "boolean"
+        ? typeof value === "boolean"
+        : typeof value === "number" && Number.isFinite(value) && value >= 0;
+    if (!(key in DEFAULT_TUNING) || !fits) {
       throw new HrError(
         "CONFIG_INVALID",
-        `HOTRESTORE_PAGE_SERVER_TUNING: ${key} must be a known numeric setting`,
+        `HOTRESTORE_PAGE_SERVER_TUNING: ${key} must be a known setting of its type (number ≥ 0, or true/false)`,
         {
           hint: `keys: ${Object.keys(DEFAULT_TUNING).join(", ")}`,
         },
       );
     }
-    out[key] = value;
+    out[key] = value as number | boolean;
   }
   return out;
 }

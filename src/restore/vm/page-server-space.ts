@@ -7,6 +7,14 @@
  * PageStates keeps one byte per page: UNSENT → CLAIMED (picked by the request or background
  * path, its data being read) → WRITTEN (its record handed to the socket). A page only ever moves
  * forward, so it is written at most once. Pure: no I/O.
+ *
+ * A page the snapshot holds as zero can instead be LEFT: the background never sends it, because
+ * the destination already reads it as zero — QEMU 7.2 discards every RAM block at POSTCOPY_ADVISE
+ * (postcopy_ram_incoming_init → init_range → ram_discard_range) and, after EOF, unregisters its
+ * userfaultfd (postcopy_ram_incoming_cleanup), which wakes any vCPU still waiting on such a page
+ * and lets the kernel map a fresh zero page. A LEFT page the destination asks for before EOF is
+ * claimed like an UNSENT one and served (a 9-byte zero record). Measured on the 512 MiB `mem`
+ * VM: 98,000 of its 131,000 pages are zero.
  */
 import { HrError } from "../../util/errors.ts";
 
@@ -87,12 +95,13 @@ export class PageSpace {
   }
 }
 
-export const PageState = { UNSENT: 0, CLAIMED: 1, WRITTEN: 2 } as const;
+export const PageState = { UNSENT: 0, CLAIMED: 1, WRITTEN: 2, LEFT: 3 } as const;
 
 export class PageStates {
   readonly #states: Uint8Array;
   #unsent: number;
   #written = 0;
+  #left = 0;
   /** Every index below it is no longer UNSENT (for the final sweep). */
   #sweep = 0;
 
@@ -113,6 +122,31 @@ export class PageStates {
     return this.#written;
   }
 
+  /** LEFT pages: zero, never sent, never asked for. */
+  get left(): number {
+    return this.#left;
+  }
+
+  /** Every page written or left to the destination's zero. */
+  get settled(): boolean {
+    return this.#written + this.#left === this.#states.length;
+  }
+
+  /** UNSENT → LEFT (a zero page only the destination's request will send); false otherwise. */
+  leave(index: number): boolean {
+    if (this.#states[index] !== PageState.UNSENT) return false;
+    this.#states[index] = PageState.LEFT;
+    this.#unsent -= 1;
+    this.#left += 1;
+    return true;
+  }
+
+  /** Neither claimed nor written: UNSENT or LEFT (what a request may still pick). */
+  isPending(index: number): boolean {
+    const state = this.#states[index];
+    return state === PageState.UNSENT || state === PageState.LEFT;
+  }
+
   isUnsent(index: number): boolean {
     return this.#states[index] === PageState.UNSENT;
   }
@@ -127,6 +161,16 @@ export class PageStates {
     this.#states[index] = PageState.CLAIMED;
     this.#unsent -= 1;
     return true;
+  }
+
+  /** UNSENT or LEFT → CLAIMED: a page the destination asked for. */
+  claimRequested(index: number): boolean {
+    if (this.#states[index] === PageState.LEFT) {
+      this.#states[index] = PageState.UNSENT;
+      this.#unsent += 1;
+      this.#left -= 1;
+    }
+    return this.claim(index);
   }
 
   /** CLAIMED → WRITTEN. Writing a page twice is a bug in the caller: it throws. */

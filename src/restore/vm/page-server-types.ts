@@ -30,6 +30,14 @@ export interface PageServerTuning {
   prefetchSectionPages: number;
   /** After `checkAhead`, check every other chunk too (top down), ahead of the background. */
   checkAll: boolean;
+  /**
+   * Also send the pages the snapshot holds as zero in the background. Off by default: the
+   * destination discarded all its RAM at ADVISE and leaves uffd at the end, so a page never sent
+   * reads as zero (page-server-space.ts); a zero page the guest touches first is still served.
+   */
+  sendZeroPages: boolean;
+  /** No background page before the destination has loaded the device state (PONG 3). */
+  holdUntilPrepared: boolean;
   /** Connected → PONG 3 (device state loaded). */
   preparedTimeoutMs: number;
   /** Nothing read from and nothing drained to the destination for this long: it is stuck. */
@@ -47,6 +55,8 @@ export const DEFAULT_TUNING: Readonly<PageServerTuning> = {
   prefetchSectionPages: 256,
   sliceUs: 250,
   checkAll: true,
+  sendZeroPages: false,
+  holdUntilPrepared: true,
   preparedTimeoutMs: 120_000,
   stallTimeoutMs: 30_000,
   doneTimeoutMs: 600_000,
@@ -87,6 +97,8 @@ export interface PrepareReport {
 export interface PageServerStats {
   pagesTotal: number;
   pagesWritten: number;
+  /** Zero pages never sent: the destination's discarded RAM already reads as zero there. */
+  pagesLeftZero: number;
   prefetchPages: number;
   /** Pages (and section bytes) handed to the socket before / after markStarted(). */
   pagesBeforeStart: number;

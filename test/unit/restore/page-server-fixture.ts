@@ -133,6 +133,8 @@ export class FakeDestination {
   autoShut = true;
   /** Called after each chunk is parsed. */
   onChunk: (() => void) | undefined;
+  /** Close the connection on the first bytes received, before answering anything. */
+  closeOnFirstChunk = false;
   error: unknown;
 
   private constructor(path: string, server: Server) {
@@ -189,6 +191,10 @@ export class FakeDestination {
     this.socket = socket;
     socket.on("error", () => undefined);
     socket.on("data", (chunk: Buffer) => {
+      if (this.closeOnFirstChunk) {
+        socket.destroy();
+        return;
+      }
       this.bytesReceived += chunk.length;
       try {
         this.#parse(chunk);

@@ -59,6 +59,29 @@ void describe("page space and states", () => {
     states.claim(0);
     assert.deepEqual(states.nextUnsent(2), [1, 3]);
   });
+
+  void it("a LEFT zero page is skipped by the sweep, claimed only by a request, and counts as settled", () => {
+    const states = new PageStates(4);
+    assert.ok(states.leave(1));
+    assert.ok(!states.leave(1), "left once");
+    assert.ok(!states.isUnsent(1) && states.isPending(1));
+    assert.equal(states.left, 1);
+    assert.equal(states.unsent, 3);
+    assert.deepEqual(states.nextUnsent(10), [0, 2, 3], "the background never sees it");
+    assert.ok(!states.claim(1), "the background cannot claim it");
+    for (const index of [0, 2, 3]) {
+      assert.ok(states.claim(index));
+      states.markWritten(index);
+    }
+    assert.ok(states.settled, "written + left = all");
+    assert.ok(states.claimRequested(1), "a request takes it");
+    assert.ok(!states.settled && !states.isPending(1));
+    assert.equal(states.unsent + states.written, 3, "no longer left");
+    assert.ok(!states.claimRequested(1), "once");
+    states.markWritten(1);
+    assert.ok(states.settled && states.written === 4);
+    assert.ok(!states.leave(1), "a written page is never left");
+  });
 });
 
 void describe("policies", () => {

@@ -23,6 +23,12 @@ const BLOCKS: FakeBlock[] = [
   { id: "pc.bios", pages: 64, present: () => true },
 ];
 const TOTAL = BLOCKS.reduce((sum, block) => sum + block.pages, 0);
+/** Pages holding data (the rest are zero, left to the destination unless asked for). */
+const DATA = BLOCKS.reduce((sum, block) => {
+  let count = 0;
+  for (let page = 0; page < block.pages; page += 1) if (block.present(page)) count += 1;
+  return sum + count;
+}, 0);
 
 const open: { fake?: FakeDestination; snapshot?: FakeSnapshot; server?: PageServer }[] = [];
 
@@ -56,10 +62,25 @@ afterEach(async () => {
   }
 });
 
-function assertComplete(fake: FakeDestination, snapshot: FakeSnapshot, blocks = BLOCKS): void {
+/**
+ * Every page with data delivered once with its data; a zero page either left to the destination
+ * (its discarded RAM reads as zero) or, when it was asked for or `sendZero`, sent once as a ZERO
+ * record; END and EOF.
+ */
+function assertComplete(
+  fake: FakeDestination,
+  snapshot: FakeSnapshot,
+  blocks = BLOCKS,
+  sendZero = false,
+): void {
   assert.deepEqual(fake.duplicates, [], "no page twice");
-  const total = blocks.reduce((sum, block) => sum + block.pages, 0);
-  assert.equal(fake.pages.length, total, "every page of every block");
+  const sent = new Set(fake.pages.map((page) => `${page.block}:${page.page}`));
+  for (const block of blocks) {
+    for (let page = 0; page < block.pages; page += 1) {
+      if (block.present(page) || sendZero)
+        assert.ok(sent.has(`${block.id}:${page}`), `${block.id}:${page} sent`);
+    }
+  }
   for (const page of fake.pages) {
     const block = blocks.find((candidate) => candidate.id === page.block)!;
     if (block.present(page.page)) {
@@ -96,8 +117,9 @@ void describe("page server", () => {
     assert.equal(discards.length, BLOCKS.length, "nothing prefetched: each whole block is discarded");
     assert.ok(fake.package?.subarray(0, 5).equals(Buffer.from("0800040000", "hex")), "LISTEN first");
     assert.ok(fake.package?.subarray(-5).equals(Buffer.from("0800050000", "hex")), "RUN last");
-    assert.equal(done.stats.pagesWritten, TOTAL);
-    assert.equal(done.stats.pagesBeforeStart + done.stats.pagesAfterStart, TOTAL);
+    assert.equal(done.stats.pagesWritten, DATA, "no zero page sent unasked");
+    assert.equal(done.stats.pagesLeftZero, TOTAL - DATA);
+    assert.equal(done.stats.pagesBeforeStart + done.stats.pagesAfterStart, DATA);
     assert.equal(done.stats.faults.faults, 0);
   });
 
@@ -160,6 +182,28 @@ void describe("page server", () => {
     assert.ok(Number.isFinite(done.stats.faults.faultServiceUs.p50));
   });
 
+  void it("leaves zero pages to the destination, serves one when asked, sends all with sendZeroPages", async () => {
+    const { fake, snapshot, server } = await setup();
+    await server.prepared;
+    server.markStarted();
+    fake.request("ram0", 5); // a zero page (page % 5 === 0)
+    const done = await server.done;
+    assertComplete(fake, snapshot);
+    assert.deepEqual(
+      fake.pages.filter((page) => page.kind === "zero").map((page) => `${page.block}:${page.page}`),
+      ["ram0:5"],
+      "only the zero page asked for was sent",
+    );
+    assert.equal(done.stats.pagesWritten, DATA + 1);
+    assert.equal(done.stats.pagesLeftZero, TOTAL - DATA - 1);
+
+    const all = await setup({ tuning: { sendZeroPages: true } });
+    const allDone = await all.server.done;
+    assertComplete(all.fake, all.snapshot, BLOCKS, true);
+    assert.equal(allDone.stats.pagesWritten, TOTAL);
+    assert.equal(allDone.stats.pagesLeftZero, 0);
+  });
+
   void it("keeps its queue bounded while the destination does not read", async () => {
     const { fake, server } = await setup({ tuning: { maxQueuedBytes: 64 * 1024 } });
     await server.prepared;
@@ -183,19 +227,19 @@ void describe("page server", () => {
     await server.prepared;
     await new Promise<void>((resolve) => {
       fake.onChunk = () => {
-        if (!fake.has("ram0", 10)) return;
+        if (!fake.has("ram0", 11)) return;
         fake.onChunk = undefined;
-        fake.request("ram0", 10, 2);
+        fake.request("ram0", 11, 2);
         fake.request("pc.bios", 1);
         resolve();
       };
     });
     const done = await server.done;
     const ram0 = done.faults.filter((fault) => fault.blockId === "ram0");
-    assert.ok(ram0.find((fault) => fault.page === 10)?.alreadySent);
+    assert.ok(ram0.find((fault) => fault.page === 11)?.alreadySent);
     assert.deepEqual(
       done.faultOrder.map((ref) => `${ref.blockId}:${ref.page}`),
-      ["ram0:10", "ram0:11", "pc.bios:1"],
+      ["ram0:11", "ram0:12", "pc.bios:1"],
     );
   });
 
@@ -299,7 +343,7 @@ void describe("page server", () => {
     fake.socket?.resume();
     const done = await server.done;
     assert.ok(done.stats.pagesAfterStart > 0 && done.stats.pagesBeforeStart > 0);
-    assert.equal(done.stats.pagesBeforeStart + done.stats.pagesAfterStart, TOTAL);
+    assert.equal(done.stats.pagesBeforeStart + done.stats.pagesAfterStart, DATA);
     assert.ok(done.stats.startedAtUs !== undefined && done.stats.doneAtUs! >= done.stats.startedAtUs);
   });
 });
