@@ -1,4 +1,4 @@
-import { HrError } from "../../util/errors.ts";
+import { HrError, messageOf } from "../../util/errors.ts";
 
 /**
  * The page server's error codes (a damaged page keeps the store's SNAPSHOT_CORRUPT, with the VM
@@ -29,4 +29,16 @@ export function pageServerError(
   options: { cause?: unknown; hint?: string } = {},
 ): HrError {
   return new HrError(code, `VM ${vm}: page server: ${what}`, options);
+}
+
+/** Every error leaving the server names the VM; HrError codes are kept. */
+export function namedPageServerError(vm: string, error: unknown): HrError {
+  if (error instanceof HrError && error.message.startsWith(`VM ${vm}:`)) return error;
+  if (error instanceof HrError) {
+    return new HrError(error.code, `VM ${vm}: page server: ${error.message}`, {
+      cause: error,
+      hint: error.hint,
+    });
+  }
+  return pageServerError("PAGE_SERVER_INTERNAL", vm, messageOf(error), { cause: error });
 }

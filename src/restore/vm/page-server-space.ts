@@ -132,6 +132,15 @@ export class PageStates {
     return this.#written + this.#left === this.#states.length;
   }
 
+  /** Every page `isPresent` says the snapshot holds as zero: UNSENT → LEFT. */
+  leaveAbsent(space: PageSpace, isPresent: (blockId: string, page: number) => boolean): void {
+    for (const block of space.blocks) {
+      for (let page = 0; page < block.pages; page += 1) {
+        if (!isPresent(block.id, page)) this.leave(block.base + page);
+      }
+    }
+  }
+
   /** UNSENT → LEFT (a zero page only the destination's request will send); false otherwise. */
   leave(index: number): boolean {
     if (this.#states[index] !== PageState.UNSENT) return false;

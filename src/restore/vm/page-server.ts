@@ -33,11 +33,11 @@ import {
 import { HrError, messageOf } from "../../util/errors.ts";
 import { blockForever, faultKnob, faultsAt, type FaultPoint } from "../../util/faults.ts";
 import { newCursor, nextBackgroundBatch } from "./page-server-batch.ts";
-import { pageServerError } from "./page-server-errors.ts";
+import { namedPageServerError, pageServerError } from "./page-server-errors.ts";
 import { publishPageServer } from "./page-server-events.ts";
 import { FaultLog, usBetween, type FaultRecord, type ServedBy } from "./page-server-log.ts";
 import type { PagePolicy, PolicyView } from "./page-server-policy.ts";
-import { PageReader, type PageServerSource } from "./page-server-read.ts";
+import { PageReader } from "./page-server-read.ts";
 import { Watchdog } from "./page-server-watchdog.ts";
 import { PingWindow } from "./page-server-window.ts";
 import { PAGE_BYTES, PageSpace, PageStates, type PageRef } from "./page-server-space.ts";
@@ -105,7 +105,11 @@ export class PageServer {
     this.#sectionId = options.source.ramStart.sectionId;
     this.#space = new PageSpace(options.source.ramStart.blocks);
     this.#states = new PageStates(this.#space.total);
-    if (!this.#tuning.sendZeroPages) leaveZeroPages(this.#space, this.#states, options.source.memory);
+    if (!this.#tuning.sendZeroPages) {
+      this.#states.leaveAbsent(this.#space, (blockId, page) =>
+        options.source.memory.isPresent(blockId, page),
+      );
+    }
     this.#reader = new PageReader(options.vm, options.source.memory, this.#space);
     this.#t0Ns = options.t0Ns ?? process.hrtime.bigint();
     this.#log = new FaultLog(this.#space, this.#t0Ns);
@@ -550,19 +554,9 @@ export class PageServer {
     this.#finished = true;
     this.#cleanup();
     this.#socket.destroy();
-    const failure = this.#named(error);
+    const failure = namedPageServerError(this.#vm, error);
     if (!this.#prepared.settled) this.#prepared.reject(failure);
     this.#done.reject(failure);
-  }
-
-  /** Every error leaving the server names the VM; HrError codes are kept. */
-  #named(error: unknown): HrError {
-    if (error instanceof HrError && error.message.startsWith(`VM ${this.#vm}:`)) return error;
-    if (error instanceof HrError) {
-      const message = `VM ${this.#vm}: page server: ${error.message}`;
-      return new HrError(error.code, message, { cause: error, hint: error.hint });
-    }
-    return pageServerError("PAGE_SERVER_INTERNAL", this.#vm, messageOf(error), { cause: error });
   }
 
   #cleanup(): void {
@@ -570,14 +564,5 @@ export class PageServer {
     this.#wake();
     this.#watchdog?.stop();
     this.#reader.close();
-  }
-}
-
-/** Marks every page the snapshot holds as zero LEFT (page-server-space.ts says why that is safe). */
-function leaveZeroPages(space: PageSpace, states: PageStates, memory: PageServerSource["memory"]): void {
-  for (const block of space.blocks) {
-    for (let page = 0; page < block.pages; page += 1) {
-      if (!memory.isPresent(block.id, page)) states.leave(block.base + page);
-    }
   }
 }

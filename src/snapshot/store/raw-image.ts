@@ -73,23 +73,17 @@ async function readRange(
 ): Promise<{ damaged: number[]; bytes: Buffer }> {
   const { offset, length } = rangeOf(first, count, pageCount);
   const read = await readFully(handle, buffer, length, offset);
-  // Hashed on the thread pool, all chunks at once: a 1 MiB range is ~0.9 ms of sha256, which on
-  // the event loop would hold up every page request arriving meanwhile (page server p99).
-  const checks: Promise<boolean>[] = [];
+  const damaged: number[] = [];
   for (let chunk = first; chunk < first + count; chunk++) {
     const at = (chunk - first) * CHUNK_PAGES * PAGE_SIZE;
     const chunkBytes = chunkLength(chunk, pageCount);
-    checks.push(
-      at + chunkBytes > read
-        ? Promise.resolve(false)
-        : chunkMatchesAsync(buffer.subarray(at, at + chunkBytes), expectedSum(sums, chunk)),
-    );
+    if (
+      at + chunkBytes > read ||
+      !chunkMatches(buffer.subarray(at, at + chunkBytes), expectedSum(sums, chunk))
+    ) {
+      damaged.push(chunk);
+    }
   }
-  const matches = await Promise.all(checks);
-  const damaged: number[] = [];
-  matches.forEach((ok, i) => {
-    if (!ok) damaged.push(first + i);
-  });
   return { damaged, bytes: buffer.subarray(0, length) };
 }
 
