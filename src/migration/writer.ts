@@ -30,7 +30,8 @@ export interface PrecopyStreamInput {
   /** The CONFIGURATION record as read (ConfigurationEvent.raw), written verbatim. */
   configuration: Buffer;
   ramStart: RamStartInput;
-  pages: AsyncIterable<PageRecord> | Iterable<PageRecord>;
+  /** Pages in stream order, one at a time or in batches (e.g. a store chunk's pages at once). */
+  pages: AsyncIterable<PageRecord | readonly PageRecord[]> | Iterable<PageRecord | readonly PageRecord[]>;
   /** The device FULL sections as read (DeviceStateEvent.raw), written verbatim. */
   deviceState: Buffer;
   /** VMDESCRIPTION JSON (VmdescEvent.raw, a string or an object); omitted when undefined. */
@@ -77,11 +78,13 @@ export async function writePrecopyStream(sink: Writable, input: PrecopyStreamInp
     stats.parts += 1;
     await out.write(section);
   };
-  for await (const page of input.pages) {
-    batch.push(page);
-    stats.pages += 1;
-    if (page.zero === true) stats.zeroPages += 1;
-    if (batch.length >= maxPages) await flush();
+  for await (const item of input.pages) {
+    for (const page of isBatch(item) ? item : [item]) {
+      batch.push(page);
+      stats.pages += 1;
+      if (page.zero === true) stats.zeroPages += 1;
+      if (batch.length >= maxPages) await flush();
+    }
   }
   await flush();
   await out.write(encodeRamSection("end", sectionId, []));
@@ -148,4 +151,8 @@ function writeFailed(why: string, cause?: unknown): Error {
 
 function isWriteFailed(error: unknown): boolean {
   return error instanceof Error && (error as { code?: unknown }).code === "MIGRATION_WRITE_FAILED";
+}
+
+function isBatch(item: PageRecord | readonly PageRecord[]): item is readonly PageRecord[] {
+  return Array.isArray(item);
 }

@@ -4,13 +4,20 @@ import { writePrecopyStream } from "../../migration/index.ts";
 import { waitMigration } from "../../snapshot/capture.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
 import type { Vm } from "../../vm/vm.ts";
-import { allPages, type VmStreamSource } from "./stream-source.ts";
+import { RAM_BLOCK_ID } from "../../vm/argv.ts";
+import { pageBatches, type VmStreamSource } from "./stream-source.ts";
 
 /**
  * Strategy `full` — QEMU's own eager restore, the baseline: the destination QEMU (started with
  * `-S -incoming defer`) listens on a unix socket; we connect and write the whole precopy stream
  * (every page from the store, then the device state); QEMU loads all of it and stays paused
  * until the coordinator says `cont`.
+ *
+ * Guest RAM (block ram0) goes without its zero pages: a fresh destination's ram0 is still all
+ * zero when the load starts (QEMU writes nothing into it before: measured by `mmap`, whose ram0
+ * mapping has Private_Dirty 0 at ready, mmap.ts), and a precopy load never asks for a page it did
+ * not get. The other blocks (ROMs, ACPI tables) hold QEMU's own content at start, so theirs are
+ * sent. The restore bench's 512 MiB VM: 60,000 zero records fewer of its 131,000 pages.
  */
 export interface LoadReport {
   loadMs: number;
@@ -27,7 +34,7 @@ export async function loadFull(vm: Vm, source: VmStreamSource, timeoutMs: number
     const stats = await writePrecopyStream(socket, {
       configuration: source.configuration,
       ramStart: source.ramStart,
-      pages: allPages(source),
+      pages: pageBatches(source, new Set([RAM_BLOCK_ID])),
       deviceState: source.deviceState,
     });
     await waitMigration(vm, timeoutMs);

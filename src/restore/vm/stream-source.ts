@@ -46,14 +46,34 @@ export async function vmStreamSource(snapshot: SnapshotReader, vm: string): Prom
  * at a time), the pages between them as zero records (the destination's ROM blocks are not zero).
  */
 export async function* allPages(source: VmStreamSource): AsyncGenerator<PageRecord> {
+  for await (const batch of pageBatches(source)) yield* batch;
+}
+
+/**
+ * As `allPages`, a store chunk's worth at a time. The blocks in `omitZeroIn` get no zero records:
+ * for a destination whose copy of them is known to be all zero (see full.ts).
+ */
+export async function* pageBatches(
+  source: VmStreamSource,
+  omitZeroIn: ReadonlySet<string> = new Set(),
+): AsyncGenerator<PageRecord[]> {
   for (const block of source.ramStart.blocks) {
     const count = block.usedLength / 4096;
+    const zeros = !omitZeroIn.has(block.id);
     let next = 0;
-    for await (const stored of source.memory.pages(block.id)) {
-      for (; next < stored.page; next += 1) yield { block: block.id, offset: next * 4096, zero: true };
-      yield { block: block.id, offset: stored.page * 4096, data: stored.data };
-      next = stored.page + 1;
+    for await (const stored of source.memory.chunkPages(block.id)) {
+      const out: PageRecord[] = [];
+      for (const page of stored) {
+        if (zeros)
+          for (; next < page.page; next += 1) out.push({ block: block.id, offset: next * 4096, zero: true });
+        out.push({ block: block.id, offset: page.page * 4096, data: page.data });
+        next = page.page + 1;
+      }
+      yield out;
     }
-    for (; next < count; next += 1) yield { block: block.id, offset: next * 4096, zero: true };
+    if (!zeros) continue;
+    const tail: PageRecord[] = [];
+    for (; next < count; next += 1) tail.push({ block: block.id, offset: next * 4096, zero: true });
+    if (tail.length > 0) yield tail;
   }
 }

@@ -95,6 +95,18 @@ void describe("writePrecopyStream", () => {
     assert.ok(sink.writableFinished);
   });
 
+  void it("writes the same bytes from batches of pages as from single pages", async () => {
+    const original = buildStream({ pages: samplePages(40, 3), pagesPerPart: 16 });
+    const input = inputFrom(readAll([original]));
+    const single = [...(input.pages as Iterable<PageRecord>)];
+    // uneven batches, an empty one included, across part boundaries
+    const batches = [single.slice(0, 7), [], single.slice(7, 16), single.slice(16, 33), single.slice(33)];
+    const sink = new Collector();
+    const stats = await writePrecopyStream(sink, { ...input, pages: batches, maxPagesPerPart: 16 });
+    assert.ok(sink.bytes.equals(original));
+    assert.deepEqual([stats.pages, stats.parts], [40, 3]);
+  });
+
   void it("round-trips writer → reader with pages from an async iterable, default part size", async () => {
     const sample = samplePages(2100, 5);
     async function* slowly(): AsyncGenerator<PageRecord> {
