@@ -5,8 +5,8 @@
  *   device state (verbatim FULL sections), EOF, [VMDESCRIPTION]
  *
  * Streaming: pages are pulled from an (async) iterable and written a PART at a time (at most
- * `maxPagesPerPart` pages, 2048 = 8 MiB of data by default); every write waits for 'drain' when the
- * sink asks for it. The destination does not need the VMDESCRIPTION (without it QEMU 7.2 logs
+ * `maxPagesPerPart` pages, 2048 = 8 MiB of data by default); a write waits while more than
+ * `aheadBytes` (16 MiB) are queued (SinkWriter). The destination does not need the VMDESCRIPTION (without it QEMU 7.2 logs
  * "Expected vmdescription section, but got 0" and loads anyway): pass it through when you have it.
  */
 import { once } from "node:events";
@@ -25,6 +25,8 @@ import { Section } from "./format.ts";
 import type { PageRecord, RamBlockInfo } from "./types.ts";
 
 export const DEFAULT_MAX_PAGES_PER_PART = 2048;
+/** Two default parts: the next one is made while QEMU reads the last. */
+export const DEFAULT_AHEAD_BYTES = 16 * 1024 * 1024;
 
 export interface PrecopyStreamInput {
   /** The CONFIGURATION record as read (ConfigurationEvent.raw), written verbatim. */
@@ -37,6 +39,8 @@ export interface PrecopyStreamInput {
   /** VMDESCRIPTION JSON (VmdescEvent.raw, a string or an object); omitted when undefined. */
   vmdesc?: Buffer | string | object;
   maxPagesPerPart?: number;
+  /** Bytes the sink may queue before the writer waits (SinkWriter); default 16 MiB. */
+  aheadBytes?: number;
   /** End the sink after the last byte and wait for 'finish' (default true). */
   end?: boolean;
 }
@@ -64,7 +68,7 @@ export async function writePrecopyStream(sink: Writable, input: PrecopyStreamInp
   }
   const blocks = new Map<string, RamBlockInfo>(input.ramStart.blocks.map((block) => [block.id, block]));
   const sectionId = input.ramStart.sectionId;
-  const out = new SinkWriter(sink);
+  const out = new SinkWriter(sink, { aheadBytes: input.aheadBytes ?? DEFAULT_AHEAD_BYTES });
   const stats: WriteStats = { bytes: 0, pages: 0, zeroPages: 0, parts: 0 };
 
   await out.write(encodeHeader());
@@ -96,13 +100,28 @@ export async function writePrecopyStream(sink: Writable, input: PrecopyStreamInp
   return stats;
 }
 
-/** Writes with backpressure; a sink error or early close becomes MIGRATION_WRITE_FAILED. */
+/**
+ * Writes with backpressure; a sink error or early close becomes MIGRATION_WRITE_FAILED.
+ *
+ * `aheadBytes` (default 0): how much may wait in the sink's queue before `write` waits, and then
+ * only until the queue is back under it (polled each millisecond), not until it is empty. With 0
+ * (a plain wait for 'drain'), a producer and a consumer of similar speed take turns: the socket
+ * stays empty while the next section is made. Measured, `full` of a 512 MiB VM with 280 MB of
+ * data: QEMU loads our stream from a file in 0.34 s, from us through a drain-waiting socket in
+ * 1.6 s.
+ */
 export class SinkWriter {
   readonly #sink: Writable;
+  readonly #aheadBytes: number;
   #bytes = 0;
 
-  constructor(sink: Writable) {
+  #error: unknown;
+
+  constructor(sink: Writable, options: { aheadBytes?: number } = {}) {
     this.#sink = sink;
+    this.#aheadBytes = options.aheadBytes ?? 0;
+    // While polling nobody awaits an event: keep a sink error for the next write to throw.
+    if (this.#aheadBytes > 0) sink.on("error", (error: unknown) => (this.#error ??= error));
   }
 
   get bytes(): number {
@@ -115,7 +134,15 @@ export class SinkWriter {
     if (sink.destroyed || sink.writableEnded) throw writeFailed("the sink is closed");
     this.#bytes += chunk.length;
     if (sink.write(chunk)) return;
-    await this.#wait("drain");
+    if (this.#aheadBytes === 0) {
+      await this.#wait("drain");
+      return;
+    }
+    while (sink.writableLength > this.#aheadBytes) {
+      if (this.#error !== undefined) throw writeFailed(messageOf(this.#error), this.#error);
+      if (sink.destroyed) throw writeFailed("the sink closed before all bytes were written");
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
   }
 
   async end(): Promise<void> {

@@ -33,7 +33,10 @@ class Collector extends Writable {
     super({ highWaterMark: 512 });
     this.on("drain", () => (this.drains += 1));
   }
+  /** The most bytes seen queued in the stream when a write came. */
+  maxQueued = 0;
   override _write(chunk: Buffer, _encoding: string, done: (error?: Error) => void): void {
+    this.maxQueued = Math.max(this.maxQueued, this.writableLength);
     this.chunks.push(chunk);
     const total = this.chunks.reduce((sum, part) => sum + part.length, 0);
     setImmediate(() => done(total > this.failAfter ? new Error("disk full") : undefined));
@@ -86,13 +89,40 @@ void describe("writePrecopyStream", () => {
   void it("writes byte for byte the stream it read (reader → writer), with backpressure", async () => {
     const original = buildStream({ pages: samplePages(40, 3), pagesPerPart: 16 });
     const sink = new Collector();
-    const stats = await writePrecopyStream(sink, { ...inputFrom(readAll([original])), maxPagesPerPart: 16 });
+    const stats = await writePrecopyStream(sink, {
+      ...inputFrom(readAll([original])),
+      maxPagesPerPart: 16,
+      aheadBytes: 0,
+    });
     assert.ok(sink.bytes.equals(original));
     assert.equal(stats.bytes, original.length);
     assert.deepEqual([stats.pages, stats.parts], [40, 3]);
     assert.equal(stats.zeroPages, samplePages(40, 3).filter((page) => page.zero).length);
     assert.ok(sink.drains > 0, "the writer waited for drain");
     assert.ok(sink.writableFinished);
+  });
+
+  void it("with aheadBytes, keeps writing while the sink's queue is under it and waits above it", async () => {
+    const original = buildStream({ pages: samplePages(40, 3), pagesPerPart: 16 });
+    const sink = new Collector();
+    // 16-page parts are ~64 KiB: the queue may hold two before the writer waits
+    const stats = await writePrecopyStream(sink, {
+      ...inputFrom(readAll([original])),
+      maxPagesPerPart: 16,
+      aheadBytes: 140 * 1024,
+    });
+    assert.ok(sink.bytes.equals(original));
+    assert.equal(stats.bytes, original.length);
+    assert.ok(sink.maxQueued <= 140 * 1024 + 70 * 1024, `queued at most ${sink.maxQueued} bytes`);
+  });
+
+  void it("a sink that fails while the writer runs ahead rejects with MIGRATION_WRITE_FAILED", async () => {
+    const original = buildStream({ pages: samplePages(200, 3), pagesPerPart: 16 });
+    const sink = new Collector(100_000);
+    await assert.rejects(
+      writePrecopyStream(sink, { ...inputFrom(readAll([original])), maxPagesPerPart: 16 }),
+      (error) => isHrError(error, "MIGRATION_WRITE_FAILED"),
+    );
   });
 
   void it("writes the same bytes from batches of pages as from single pages", async () => {
