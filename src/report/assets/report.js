@@ -562,10 +562,18 @@ function renderBench() {
     plot(
       ROOT,
       {
-        height: 300,
+        height: 340,
+        padding: [12, 110, 0, 0], // room for the last slanted label
         scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
         axes: [
-          { splits: () => xs, values: (u, splits) => splits.map((s) => labels[s] ?? ""), size: 60 },
+          // Run names are long ("hotrestore/restore-line no-hold"): slanted, or they overlap.
+          {
+            splits: () => xs,
+            values: (u, splits) => splits.map((s) => labels[s] ?? ""),
+            rotate: -30,
+            size: 150,
+            gap: 4,
+          },
           { label: "ms", size: 70 },
         ],
         series: [
