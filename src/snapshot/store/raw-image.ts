@@ -70,7 +70,7 @@ async function readRange(
   sums: Buffer,
   first: number,
   count: number,
-): Promise<{ damaged: number[]; bytes: Buffer }> {
+): Promise<{ damaged: number[]; bytes: Buffer; read: number }> {
   const { offset, length } = rangeOf(first, count, pageCount);
   const read = await readFully(handle, buffer, length, offset);
   const damaged: number[] = [];
@@ -84,7 +84,7 @@ async function readRange(
       damaged.push(chunk);
     }
   }
-  return { damaged, bytes: buffer.subarray(0, length) };
+  return { damaged, bytes: buffer.subarray(0, length), read };
 }
 
 /** Reads and checks chunks [first, first+count) in one read; SNAPSHOT_CORRUPT names the first bad one. */
@@ -96,7 +96,7 @@ export async function readCheckedRange(
   first: number,
   count: number,
 ): Promise<Buffer> {
-  let result: { damaged: number[]; bytes: Buffer };
+  let result: { damaged: number[]; bytes: Buffer; read: number };
   try {
     const buffer = Buffer.allocUnsafe(rangeOf(first, count, pageCount).length);
     result = await readRange(handle, buffer, pageCount, sums, first, count);
@@ -104,7 +104,11 @@ export async function readCheckedRange(
     throw readError(label, error);
   }
   const bad = result.damaged[0];
-  if (bad !== undefined) throw corrupt(label, `chunk ${bad} checksum mismatch or truncated`);
+  if (bad !== undefined) {
+    // The same words as readCheckedChunk: what a user reads does not depend on the read size.
+    const end = (bad - first) * CHUNK_PAGES * PAGE_SIZE + chunkLength(bad, pageCount);
+    throw corrupt(label, `chunk ${bad} ${end > result.read ? "truncated" : "checksum mismatch"}`);
+  }
   return result.bytes;
 }
 
@@ -122,7 +126,7 @@ export async function scanRawImage(
   const damaged: number[] = [];
   const size = RANGE_CHUNKS * CHUNK_PAGES * PAGE_SIZE;
   const buffers = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
-  const start = (first: number): Promise<{ damaged: number[]; bytes: Buffer }> =>
+  const start = (first: number): Promise<{ damaged: number[]; bytes: Buffer; read: number }> =>
     readRange(
       handle,
       buffers[(first / RANGE_CHUNKS) % 2] ?? Buffer.alloc(0),

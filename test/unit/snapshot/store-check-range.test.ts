@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { open } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { SnapshotStore } from "../../../src/snapshot/store/index.ts";
+import { isHrError } from "../../../src/util/errors.ts";
 import { CHUNK_PAGES } from "../../../src/snapshot/store/layout.ts";
 import { BLOCKS, buildSmall, rejectsHr, TempDirs, type Expected } from "./store-fixture.ts";
 
@@ -81,7 +82,12 @@ describe("memory reader range checks", () => {
       const memory = await reader.memory("alpha");
       const range = memory.checkRange(block.id, 0, block.pages);
       const waiting = memory.readPage(block.id, page);
-      await rejectsHr(range, "SNAPSHOT_CORRUPT");
+      await assert.rejects(
+        range,
+        (error: unknown) =>
+          isHrError(error, "SNAPSHOT_CORRUPT") &&
+          new RegExp(`chunk ${Math.floor(page / CHUNK_PAGES)} checksum mismatch$`).test(error.message),
+      );
       await rejectsHr(waiting, "SNAPSHOT_CORRUPT");
       await rejectsHr(memory.readPage(block.id, page), "SNAPSHOT_CORRUPT");
       assert.equal(memory.isChecked(block.id, page), false);
