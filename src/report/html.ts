@@ -33,10 +33,11 @@ function inlineScript(source: string): string {
 
 export async function renderReport(data: ReportData): Promise<string> {
   const uplotDir = dirname(require.resolve("uplot/dist/uPlot.iife.min.js"));
-  const [uplotJs, uplotCss, pageJs, pageCss] = await Promise.all([
+  const [uplotJs, uplotCss, pageJs, benchJs, pageCss] = await Promise.all([
     readFile(join(uplotDir, "uPlot.iife.min.js"), "utf8"),
     readFile(join(uplotDir, "uPlot.min.css"), "utf8"),
     readFile(join(ASSETS, "report.js"), "utf8"),
+    readFile(join(ASSETS, "report-bench.js"), "utf8"),
     readFile(join(ASSETS, "report.css"), "utf8"),
   ]);
   return `<!doctype html>
@@ -52,7 +53,7 @@ export async function renderReport(data: ReportData): Promise<string> {
 <main id="report"><h1>${escapeHtml(data.title)}</h1><p>Loading…</p></main>
 <script id="hr-data" type="application/json">${scriptJson(data)}</script>
 <script>${inlineScript(uplotJs)}</script>
-<script>${inlineScript(pageJs)}</script>
+<script>${inlineScript(`${benchJs}\n${pageJs}`)}</script>
 </body>
 </html>
 `;

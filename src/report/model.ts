@@ -1,7 +1,8 @@
 /**
  * What an HTML report shows, as data (timelines are data first, pictures second): the demo's
  * cluster report (every restore run of one snapshot) and a benchmark suite's results. The page's
- * script (assets/report.js) draws it with uPlot; `html.ts` inlines both into one file.
+ * script (assets/report.js; assets/report-bench.js for benchmarks) draws it with uPlot; `html.ts`
+ * inlines them into one file.
  */
 import type { RestoreReport } from "../restore/cluster/restore.ts";
 import type { SnapshotPlan } from "../restore/cluster/plan.ts";
