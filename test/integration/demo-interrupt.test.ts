@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { isAlive, Lab, ROOT } from "./fixture.ts";
+import { isAlive, Lab, ROOT, pairSpec } from "./fixture.ts";
 
 describe("demo interrupted with Ctrl-C", () => {
   let lab: Lab | undefined;
@@ -15,13 +15,7 @@ describe("demo interrupted with Ctrl-C", () => {
 
   it("stops the daemon and every VM, whatever step it was in", async () => {
     lab = await Lab.create("hr-demo-int-");
-    const spec = await lab.writeSpec({
-      name: "demo",
-      vms: [
-        { name: "a", memoryMiB: 128 },
-        { name: "b", memoryMiB: 128, workload: { kind: "tcp-stream", to: "a", port: 7001, rateKiBps: 64 } },
-      ],
-    });
+    const spec = await lab.writeSpec(pairSpec("demo"));
     const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "src", "demo", "main.ts"), spec], {
       cwd: ROOT,
       env: lab.env(),

@@ -13,6 +13,17 @@ import { cli as runCli, type Run } from "../../src/cli/run-cli.ts";
 export { ROOT } from "../../src/cli/run-cli.ts";
 export type CliResult = Run;
 
+/** The smallest cluster with a TCP flow: VMs a and b of 128 MiB, b streaming to a at 64 KiB/s. */
+export function pairSpec(name: string): object {
+  return {
+    name,
+    vms: [
+      { name: "a", memoryMiB: 128 },
+      { name: "b", memoryMiB: 128, workload: { kind: "tcp-stream", to: "a", port: 7001, rateKiBps: 64 } },
+    ],
+  };
+}
+
 export class Lab {
   readonly home: string;
 

@@ -9,7 +9,7 @@ import { access } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { chromium, type Browser } from "playwright-core";
-import { isAlive, Lab, ROOT } from "./fixture.ts";
+import { isAlive, Lab, ROOT, pairSpec } from "./fixture.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 
@@ -56,13 +56,7 @@ describe("web page (hotrestore serve) in headless Chromium", () => {
       throw new Error(`${CHROMIUM} is missing: run 'bash scripts/setup.sh --browser' (npm test does)`);
     });
     lab = await Lab.create("hr-web-");
-    const spec = await lab.writeSpec({
-      name: "web",
-      vms: [
-        { name: "a", memoryMiB: 128 },
-        { name: "b", memoryMiB: 128, workload: { kind: "tcp-stream", to: "a", port: 7001, rateKiBps: 64 } },
-      ],
-    });
+    const spec = await lab.writeSpec(pairSpec("web"));
     const up = await lab.cli(["up", spec]);
     assert.equal(up.code, 0, `up failed: ${up.stderr}`);
     serve = await startServe(lab);
