@@ -6,8 +6,9 @@
  *
  * Streaming: pages are pulled from an (async) iterable and written a PART at a time (at most
  * `maxPagesPerPart` pages, 2048 = 8 MiB of data by default); a write waits while more than
- * `aheadBytes` (16 MiB) are queued (SinkWriter). The destination does not need the VMDESCRIPTION (without it QEMU 7.2 logs
- * "Expected vmdescription section, but got 0" and loads anyway): pass it through when you have it.
+ * `aheadBytes` (16 MiB) are queued (SinkWriter). The destination does not need the VMDESCRIPTION
+ * (without it QEMU 7.2 logs "Expected vmdescription section, but got 0" and loads anyway): pass it
+ * through when you have it.
  */
 import { once } from "node:events";
 import type { Writable } from "node:stream";
@@ -114,7 +115,6 @@ export class SinkWriter {
   readonly #sink: Writable;
   readonly #aheadBytes: number;
   #bytes = 0;
-
   #error: unknown;
 
   constructor(sink: Writable, options: { aheadBytes?: number } = {}) {

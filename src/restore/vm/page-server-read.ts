@@ -79,7 +79,7 @@ export class PageReader {
    * page buffer lives only until its section is encoded; the GC frees a slab when none of its
    * pages is referenced any more).
    */
-  #slab(bytes = PAGE_BYTES): Buffer {
+  #slab(bytes: number): Buffer {
     if (this.#slabAt + bytes > SLAB_BYTES) {
       this.#slabBuffer = Buffer.allocUnsafeSlow(SLAB_BYTES);
       this.#slabAt = 0;
@@ -98,15 +98,7 @@ export class PageReader {
     if (this.#checked[this.#chunk(blockId, page)] !== 1) return undefined;
     const fd = this.#fd(blockId, page);
     if (fd === undefined) return undefined;
-    const data = this.#slab();
-    let read: number;
-    try {
-      read = readSync(fd, data, 0, PAGE_BYTES, offset);
-    } catch (error) {
-      throw this.#failure(blockId, page, error);
-    }
-    if (read !== PAGE_BYTES) throw this.#failure(blockId, page, new Error("short read"));
-    return { block: blockId, offset, data };
+    return this.#readRun(fd, blockId, page, 1)[0];
   }
 
   /**
@@ -127,20 +119,26 @@ export class PageReader {
         at += 1;
         continue;
       }
-      const { blockId, page, pages, fd } = run;
-      const data = this.#slab(pages * PAGE_BYTES);
-      let read: number;
-      try {
-        read = readSync(fd, data, 0, data.length, page * PAGE_BYTES);
-      } catch (error) {
-        throw this.#failure(blockId, page, error);
-      }
-      if (read !== data.length) throw this.#failure(blockId, page, new Error("short read"));
-      for (let i = 0; i < pages; i += 1) {
-        const offset = (page + i) * PAGE_BYTES;
-        out.push({ block: blockId, offset, data: data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES) });
-      }
-      at += pages;
+      out.push(...this.#readRun(run.fd, run.blockId, run.page, run.pages));
+      at += run.pages;
+    }
+    return out;
+  }
+
+  /** Pages [page, page+pages) of a block, checked already, with one read into the slab. */
+  #readRun(fd: number, blockId: string, page: number, pages: number): PageRecord[] {
+    const data = this.#slab(pages * PAGE_BYTES);
+    let read: number;
+    try {
+      read = readSync(fd, data, 0, data.length, page * PAGE_BYTES);
+    } catch (error) {
+      throw this.#failure(blockId, page, error);
+    }
+    if (read !== data.length) throw this.#failure(blockId, page, new Error("short read"));
+    const out: PageRecord[] = [];
+    for (let i = 0; i < pages; i += 1) {
+      const offset = (page + i) * PAGE_BYTES;
+      out.push({ block: blockId, offset, data: data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES) });
     }
     return out;
   }
