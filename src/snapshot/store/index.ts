@@ -6,7 +6,7 @@ export { SnapshotStore, type SnapshotListEntry, type StoreOptions } from "./stor
 export { SnapshotBuilder, type PauseFigures } from "./builder.ts";
 export { VmSnapshotWriter } from "./vm-writer.ts";
 export type { BlockSpec } from "./memory-writer.ts";
-export { SnapshotReader } from "./reader.ts";
+export { SnapshotReader, type WorkingSetWithCopies } from "./reader.ts";
 export { VmMemoryReader, type StoredPage } from "./memory-reader.ts";
 export type { SnapshotSummary, VmSummary } from "./summary.ts";
 export type { Damage, VerifyReport } from "./verify.ts";

@@ -1,3 +1,4 @@
+import { closeSync, openSync } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { Bitmap } from "./bitmap.ts";
 import { rawDigest } from "./chunk-sum.ts";
@@ -6,7 +7,13 @@ import { readFully } from "./fs-io.ts";
 import { CHUNK_PAGES, PAGE_SIZE, resolveInside } from "./layout.ts";
 import type { ManifestBlock, ManifestFile, ManifestVm } from "./manifest.ts";
 import { chunkCount, decodeMemoryIndex } from "./memory-index.ts";
-import { RANGE_CHUNKS, readCheckedChunk, readCheckedRange, scanRawImage } from "./raw-image.ts";
+import {
+  RANGE_CHUNKS,
+  readCheckedChunk,
+  readCheckedChunkSync,
+  readCheckedRange,
+  scanRawImage,
+} from "./raw-image.ts";
 
 /**
  * Reads one VM's memory from a committed snapshot. Opening loads and checks every block's
@@ -30,6 +37,8 @@ interface BlockReader {
   readonly verified: Bitmap;
   readonly checking: Map<number, Promise<Buffer>>;
   handle: Promise<FileHandle> | undefined;
+  /** For checkChunkSync; closed by close(). */
+  fd: number | undefined;
 }
 
 export type IndexLoader = (path: string) => Promise<Buffer>;
@@ -70,6 +79,7 @@ export class VmMemoryReader {
         verified: new Bitmap(chunkCount(meta.pages)),
         checking: new Map(),
         handle: undefined,
+        fd: undefined,
       });
     }
     return new VmMemoryReader(vm.name, blocks);
@@ -115,6 +125,25 @@ export class VmMemoryReader {
       throw readError(block.label, error);
     });
     return block.handle;
+  }
+
+  /**
+   * Reads and checks the chunk holding `page` now, on the calling thread, unless it was checked
+   * already: for a page a guest waits for (readCheckedChunkSync says why). SNAPSHOT_CORRUPT on damage.
+   */
+  checkChunkSync(blockId: string, page: number): void {
+    const block = this.#block(blockId);
+    const chunk = Math.floor(this.#page(block, page) / CHUNK_PAGES);
+    if (block.verified.get(chunk)) return;
+    if (block.fd === undefined) {
+      try {
+        block.fd = openSync(block.path, "r");
+      } catch (error) {
+        throw readError(block.label, error);
+      }
+    }
+    readCheckedChunkSync(block.fd, block.label, block.meta.pages, block.sums, chunk);
+    block.verified.set(chunk);
   }
 
   /** Reads and checks a chunk; concurrent first readers share one read. */
@@ -277,6 +306,14 @@ export class VmMemoryReader {
     const closing = [...this.#blocks.values()].map(async (block) => {
       const handle = block.handle;
       block.handle = undefined;
+      if (block.fd !== undefined) {
+        try {
+          closeSync(block.fd);
+        } catch {
+          // already closed
+        }
+        block.fd = undefined;
+      }
       if (handle !== undefined) await handle.then((open) => open.close()).catch(() => undefined);
     });
     await Promise.all(closing);

@@ -1,3 +1,4 @@
+import { readSync } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import { chunkLength, chunkSum, chunkSumAsync, isZero, zeroChunkSum } from "./chunk-sum.ts";
 import { corrupt, readError } from "./errors.ts";
@@ -41,7 +42,38 @@ export async function readCheckedChunk(
   } catch (error) {
     throw readError(label, error);
   }
-  if (read !== length) throw corrupt(label, `chunk ${chunk} truncated`);
+  return checkedChunk(buffer, read, label, sums, chunk);
+}
+
+/**
+ * readCheckedChunk on the calling thread, for a page a guest is waiting for: through the thread
+ * pool it would queue behind the background's 1 MiB range reads (measured: fault service p99 of
+ * 3-10 ms with four VMs restoring, against 1-2 ms).
+ */
+export function readCheckedChunkSync(
+  fd: number,
+  label: string,
+  pageCount: number,
+  sums: Buffer,
+  chunk: number,
+): Buffer {
+  const length = chunkLength(chunk, pageCount);
+  const buffer = Buffer.allocUnsafe(length);
+  let read = 0;
+  try {
+    while (read < length) {
+      const got = readSync(fd, buffer, read, length - read, chunk * CHUNK_PAGES * PAGE_SIZE + read);
+      if (got === 0) break;
+      read += got;
+    }
+  } catch (error) {
+    throw readError(label, error);
+  }
+  return checkedChunk(buffer, read, label, sums, chunk);
+}
+
+function checkedChunk(buffer: Buffer, read: number, label: string, sums: Buffer, chunk: number): Buffer {
+  if (read !== buffer.length) throw corrupt(label, `chunk ${chunk} truncated`);
   if (!chunkMatches(buffer, expectedSum(sums, chunk))) {
     throw corrupt(label, `chunk ${chunk} checksum mismatch`);
   }

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { corrupt, badInput, readError } from "./errors.ts";
 import { fsyncDir, readLimited, replaceAtomically, sha256Hex, sha256OfFile, writeDurable } from "./fs-io.ts";
 import { decodeInflight, type InflightFrame } from "./inflight-file.ts";
-import { MANIFEST_FILE, resolveInside, workingSetFile } from "./layout.ts";
+import { MANIFEST_FILE, PAGE_SIZE, resolveInside, workingSetFile } from "./layout.ts";
 import {
   decodeManifest,
   encodeManifest,
@@ -17,12 +17,23 @@ import { VmMemoryReader } from "./memory-reader.ts";
 import { summarize, type SnapshotSummary } from "./summary.ts";
 import {
   checkWorkingSet,
-  decodeWorkingSet,
+  decodeWorkingSetFile,
   encodeWorkingSet,
   entriesFromSlots,
   slotsFromEntries,
+  WORKING_SET_COPY_PAGES,
   type WorkingSetEntry,
 } from "./working-set-file.ts";
+
+/** A working set and the contents of its first `copies.length / 4096` pages (working-set-file.ts). */
+export interface WorkingSetWithCopies {
+  entries: WorkingSetEntry[];
+  /** Checked with the file (its sha256 in the manifest and in its envelope). */
+  copies: Buffer;
+}
+
+/** Pages read at once when a refinement copies working-set pages (scattered chunk reads overlap). */
+const COPY_READS_IN_FLIGHT = 8;
 
 /**
  * A committed snapshot, open for reading. `open` checks the manifest (checksum, version,
@@ -46,6 +57,8 @@ export class SnapshotReader {
   #manifest: Manifest;
   #files: Map<string, ManifestFile>;
   readonly #memories = new Map<string, Promise<VmMemoryReader>>();
+  /** Read and checked once per reader (preflight and the restore both ask); a refinement drops it. */
+  readonly #workingSets = new Map<string, Promise<WorkingSetWithCopies>>();
   #updates: Promise<void> = Promise.resolve();
 
   private constructor(dir: string, manifest: Manifest) {
@@ -163,9 +176,26 @@ export class SnapshotReader {
   }
 
   async workingSet(vm: string): Promise<WorkingSetEntry[]> {
+    return (await this.workingSetWithCopies(vm)).entries;
+  }
+
+  workingSetWithCopies(vm: string): Promise<WorkingSetWithCopies> {
+    let read = this.#workingSets.get(vm);
+    if (read === undefined) {
+      read = this.#readWorkingSet(vm);
+      this.#workingSets.set(vm, read);
+      void read.catch(() => this.#workingSets.delete(vm));
+    }
+    return read;
+  }
+
+  async #readWorkingSet(vm: string): Promise<WorkingSetWithCopies> {
     const entry = this.vm(vm);
     const label = this.#label(entry.workingSet.file);
-    const slots = decodeWorkingSet(label, await this.#readVerified(entry.workingSet.file, MAX_BLOB_BYTES));
+    const { slots, copies } = decodeWorkingSetFile(
+      label,
+      await this.#readVerified(entry.workingSet.file, MAX_BLOB_BYTES),
+    );
     checkWorkingSet(
       label,
       slots,
@@ -174,7 +204,7 @@ export class SnapshotReader {
     if (slots.length !== entry.workingSet.pages) {
       throw corrupt(label, "entry count differs from the manifest");
     }
-    return entriesFromSlots(slots, entry.blocks);
+    return { entries: entriesFromSlots(slots, entry.blocks), copies };
   }
 
   async inflight(): Promise<InflightFrame[]> {
@@ -220,7 +250,8 @@ export class SnapshotReader {
     const slots = slotsFromEntries(vmName, entries, vm.blocks);
     const generation = vm.workingSet.generation + 1;
     const path = workingSetFile(vmName, generation);
-    const bytes = encodeWorkingSet(slots);
+    const copies = await this.#copyPages(vmName, entriesFromSlots(slots, vm.blocks));
+    const bytes = encodeWorkingSet(slots, copies);
     await writeDurable(resolveInside(this.path, path), this.#label(path), bytes);
     await fsyncDir(resolveInside(this.path, `vms/${vmName}`));
     const old = vm.workingSet.file;
@@ -239,7 +270,26 @@ export class SnapshotReader {
     await replaceAtomically(join(this.path, MANIFEST_FILE), this.#label(MANIFEST_FILE), encoded);
     this.#manifest = decodeManifest(this.#label(MANIFEST_FILE), encoded, this.name);
     this.#files = new Map(this.#manifest.files.map((file) => [file.path, file]));
+    this.#workingSets.delete(vmName);
     if (old !== path) await rm(resolveInside(this.path, old), { force: true });
+  }
+
+  /** The contents of the first WORKING_SET_COPY_PAGES entries, through checked chunk reads. */
+  async #copyPages(vmName: string, entries: readonly WorkingSetEntry[]): Promise<Buffer> {
+    const count = Math.min(entries.length, WORKING_SET_COPY_PAGES);
+    const copies = Buffer.alloc(count * PAGE_SIZE);
+    if (count === 0) return copies;
+    const memory = await this.memory(vmName);
+    let next = 0;
+    const copyNext = async (): Promise<void> => {
+      while (next < count) {
+        const at = next++;
+        const entry = entries[at]!;
+        (await memory.readPage(entry.blockId, entry.page)).copy(copies, at * PAGE_SIZE);
+      }
+    };
+    await Promise.all(Array.from({ length: COPY_READS_IN_FLIGHT }, copyNext));
+    return copies;
   }
 
   /** Closes the memory readers' files. */

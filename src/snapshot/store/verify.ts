@@ -1,22 +1,23 @@
-import { lstat, open } from "node:fs/promises";
+import { lstat, open, type FileHandle } from "node:fs/promises";
 import { HrError } from "../../util/errors.ts";
 import { rawDigest } from "./chunk-sum.ts";
 import { readError } from "./errors.ts";
 import { readLimited, sha256Hex, sha256OfFile } from "./fs-io.ts";
 import { decodeInflight } from "./inflight-file.ts";
-import { MANIFEST_FILE, resolveInside } from "./layout.ts";
+import { MANIFEST_FILE, PAGE_SIZE, resolveInside } from "./layout.ts";
 import type { Manifest, ManifestBlock, ManifestFile } from "./manifest.ts";
 import { decodeMemoryIndex } from "./memory-index.ts";
 import { describeChunks } from "./memory-reader.ts";
 import { scanRawImage } from "./raw-image.ts";
 import { loadManifest } from "./reader.ts";
-import { checkWorkingSet, decodeWorkingSet } from "./working-set-file.ts";
+import { checkWorkingSet, decodeWorkingSet, decodeWorkingSetFile } from "./working-set-file.ts";
 
 /**
  * `verify`: every check the store knows, over every file, collecting all damage instead of
  * stopping at the first: manifest (checksum, version, schema), each file's presence, size and
  * sha256, each index's structure and its agreement with the manifest, every chunk of every raw
- * image, and the structure of the working sets, the in-flight frames and the traffic log.
+ * image, the structure of the working sets, the in-flight frames and the traffic log, and that
+ * each working set's page copies equal the memory image's pages.
  */
 
 export interface Damage {
@@ -148,6 +149,44 @@ class Checker {
       }
     }
   }
+
+  /** Each working set's page copies against the pages of the memory image they copy. */
+  async checkCopies(manifest: Manifest): Promise<void> {
+    for (const vm of manifest.vms) {
+      const bytes = this.intact.get(vm.workingSet.file);
+      if (bytes === undefined) continue;
+      const { slots, copies } = decodeWorkingSetFile(`${this.name}/${vm.workingSet.file}`, bytes);
+      const differing: number[] = [];
+      const page = Buffer.alloc(PAGE_SIZE);
+      const handles = new Map<string, FileHandle>();
+      try {
+        for (let i = 0; i * PAGE_SIZE < copies.length; i++) {
+          const slot = slots[i];
+          const block = slot === undefined ? undefined : vm.blocks[slot.block];
+          if (slot === undefined || block === undefined || !this.sized.has(block.file)) continue;
+          let handle = handles.get(block.file);
+          if (handle === undefined) {
+            const label = `${this.name}/${block.file}`;
+            handle = await open(resolveInside(this.dir, block.file), "r").catch((error: unknown) => {
+              throw readError(label, error);
+            });
+            handles.set(block.file, handle);
+          }
+          page.fill(0);
+          await handle.read(page, 0, PAGE_SIZE, slot.page * PAGE_SIZE);
+          if (!page.equals(copies.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE))) differing.push(i);
+        }
+      } finally {
+        await Promise.all([...handles.values()].map((handle) => handle.close()));
+      }
+      if (differing.length > 0) {
+        this.damage(
+          vm.workingSet.file,
+          `the copies of ${differing.length} entries differ from the memory image (first: entry ${differing[0]})`,
+        );
+      }
+    }
+  }
 }
 
 /** Checks a committed snapshot in `dir`; damage is reported, never thrown (I/O errors are). */
@@ -166,6 +205,7 @@ export async function verifySnapshot(dir: string, name: string): Promise<VerifyR
     }
     const structured = manifest;
     await checker.guard(MANIFEST_FILE, () => checker.checkStructures(structured));
+    await checker.guard(MANIFEST_FILE, () => checker.checkCopies(structured));
   }
   return {
     name,

@@ -26,7 +26,12 @@ import {
   type MemoryIndex,
 } from "../../../src/snapshot/store/memory-index.ts";
 import { seal } from "../../../src/snapshot/store/sealed.ts";
-import { decodeWorkingSet, encodeWorkingSet } from "../../../src/snapshot/store/working-set-file.ts";
+import {
+  decodeWorkingSet,
+  decodeWorkingSetFile,
+  encodeWorkingSet,
+  WORKING_SET_VERSION,
+} from "../../../src/snapshot/store/working-set-file.ts";
 import { HrError } from "../../../src/util/errors.ts";
 import { Rng } from "./store-fixture.ts";
 
@@ -86,8 +91,19 @@ const MANIFEST: ManifestBody = {
   ],
 };
 
-const CASES: { name: string; valid: Buffer; decode: Decoder; magic: string }[] = [
-  { name: "memory index", valid: encodeMemoryIndex(sampleIndex()), decode: decodeMemoryIndex, magic: "HRMI" },
+/** Two pages of copies: distinct bytes, so a copy moved or cut shows. */
+const COPIES = Buffer.concat([Buffer.alloc(4096, 0xa1), Buffer.alloc(4096, 0xb2)]);
+COPIES.writeUInt32LE(0xdeadbeef, 4096 + 17);
+
+/** `version`: the newest each decoder reads (one above is refused as unsupported). */
+const CASES: { name: string; valid: Buffer; decode: Decoder; magic: string; version: number }[] = [
+  {
+    name: "memory index",
+    valid: encodeMemoryIndex(sampleIndex()),
+    decode: decodeMemoryIndex,
+    magic: "HRMI",
+    version: 1,
+  },
   {
     name: "working set",
     valid: encodeWorkingSet([
@@ -96,13 +112,35 @@ const CASES: { name: string; valid: Buffer; decode: Decoder; magic: string }[] =
     ]),
     decode: decodeWorkingSet,
     magic: "HRWS",
+    version: WORKING_SET_VERSION,
   },
-  { name: "in-flight frames", valid: encodeInflight(FRAMES), decode: decodeInflight, magic: "HRIF" },
+  {
+    name: "working set with copies",
+    valid: encodeWorkingSet(
+      [
+        { block: 0, page: 9 },
+        { block: 1, page: 0 },
+        { block: 1, page: 7 },
+      ],
+      COPIES,
+    ),
+    decode: decodeWorkingSetFile,
+    magic: "HRWS",
+    version: WORKING_SET_VERSION,
+  },
+  {
+    name: "in-flight frames",
+    valid: encodeInflight(FRAMES),
+    decode: decodeInflight,
+    magic: "HRIF",
+    version: 1,
+  },
   {
     name: "manifest",
     valid: encodeManifest(MANIFEST),
     decode: (file, bytes) => decodeManifest(file, bytes),
     magic: "",
+    version: 1,
   },
 ];
 
@@ -135,6 +173,46 @@ describe("snapshot store file formats", () => {
     assert.deepEqual(decodeInflight("x", encodeInflight(FRAMES)), FRAMES);
   });
 
+  it("writes a working set without copies as version 1 and one with copies as version 2", () => {
+    const slots = [
+      { block: 0, page: 9 },
+      { block: 1, page: 0 },
+      { block: 1, page: 7 },
+    ];
+    const plain = encodeWorkingSet(slots);
+    assert.equal(plain.readUInt16LE(4), 1);
+    assert.deepEqual(decodeWorkingSetFile("x", plain), { slots, copies: Buffer.alloc(0) });
+    const copied = encodeWorkingSet(slots, COPIES);
+    assert.equal(copied.readUInt16LE(4), 2);
+    const decoded = decodeWorkingSetFile("x", copied);
+    assert.deepEqual(decoded.slots, slots);
+    assert.ok(decoded.copies.equals(COPIES));
+    assert.deepEqual(decodeWorkingSet("x", copied), slots);
+    // More copies than entries, or a partial page, cannot be written.
+    assert.throws(() => encodeWorkingSet(slots.slice(0, 1), COPIES), /working set copies/);
+    assert.throws(() => encodeWorkingSet(slots, COPIES.subarray(0, 5000)), /working set copies/);
+  });
+
+  it("refuses a version-2 working set whose copy count does not match its bytes", () => {
+    const slots = [
+      { block: 0, page: 1 },
+      { block: 0, page: 2 },
+    ];
+    const body = encodeWorkingSet(slots, COPIES).subarray(8, -32);
+    const countAt = 4 + slots.length * 6;
+    for (const count of [0, 1, 3]) {
+      const edited = Buffer.from(body);
+      edited.writeUInt32LE(count, countAt);
+      const error = assertRefused(decodeWorkingSetFile, seal("HRWS", 2, edited), `copy count ${count}`);
+      assert.equal(error.code, "SNAPSHOT_CORRUPT");
+    }
+    // a version-1 body with copies appended is not version 1
+    assert.equal(
+      assertRefused(decodeWorkingSetFile, seal("HRWS", 1, body), "v1 with copies").code,
+      "SNAPSHOT_CORRUPT",
+    );
+  });
+
   it("round-trips the manifest; key order is free, every other byte is checked", () => {
     const decoded = decodeManifest("x", encodeManifest(MANIFEST), "snap");
     const { checksum, ...body } = decoded;
@@ -162,9 +240,10 @@ describe("snapshot store file formats", () => {
     const error = assertRefused(decodeManifest, edited, "edited version");
     assert.equal(error.code, "SNAPSHOT_CORRUPT");
     assert.match(error.message, /claims format version 3/);
-    for (const { valid, decode, magic, name } of CASES.filter((item) => item.magic !== "")) {
+    for (const { valid, decode, magic, name, version } of CASES.filter((item) => item.magic !== "")) {
       const body = valid.subarray(8, valid.length - 32);
-      assert.equal(assertRefused(decode, seal(magic, 2, body), name).code, "SNAPSHOT_VERSION_UNSUPPORTED");
+      const newer = seal(magic, version + 1, body);
+      assert.equal(assertRefused(decode, newer, name).code, "SNAPSHOT_VERSION_UNSUPPORTED");
     }
   });
 

@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { SnapshotStore } from "../../../src/snapshot/store/index.ts";
+import { encodeManifest, type ManifestBody } from "../../../src/snapshot/store/manifest.ts";
+import { decodeWorkingSetFile, encodeWorkingSet } from "../../../src/snapshot/store/working-set-file.ts";
 import { HrError } from "../../../src/util/errors.ts";
 import { BLOCKS, buildSmall, DISK_BYTES, rejectsHr, TempDirs, type Expected } from "./store-fixture.ts";
 
@@ -148,10 +151,20 @@ for (const stagingPages of [2048, 7]) {
     it("replaces the working set atomically and keeps the manifest valid", async () => {
       const reader = await store.open("lab-1");
       try {
-        await reader.replaceWorkingSet("beta", [
+        const first = [
           { blockId: "pc.bios", page: 31 },
           { blockId: "pc.ram", page: 0 },
-        ]);
+        ];
+        await reader.replaceWorkingSet("beta", first);
+        // The refined file carries a copy of each page, as the memory image's checked reads give it.
+        const copied = await reader.workingSetWithCopies("beta");
+        assert.deepEqual(copied.entries, first);
+        assert.equal(copied.copies.length, first.length * 4096);
+        for (const [i, entry] of first.entries()) {
+          const want = expected.get(`beta|${entry.blockId}`)?.get(entry.page) ?? ZERO;
+          assert.ok(copied.copies.subarray(i * 4096, (i + 1) * 4096).equals(want), `copy ${i}`);
+        }
+        assert.ok(!copied.copies.equals(Buffer.alloc(copied.copies.length)), "the fixture's pages hold data");
         await reader.replaceWorkingSet("beta", [{ blockId: "pc.bios", page: 2 }]);
         assert.deepEqual(await reader.workingSet("beta"), [{ blockId: "pc.bios", page: 2 }]);
         await rejectsHr(
@@ -174,6 +187,37 @@ for (const stagingPages of [2048, 7]) {
       assert.deepEqual(report.damages, []);
       assert.equal(report.ok, true);
       assert.equal((await store.inspect("lab-1")).vms.find((vm) => vm.name === "beta")?.workingSetPages, 1);
+
+      // A copy that differs from the memory image (file and manifest consistent) is damage to verify.
+      const wsPath = join(store.root, "lab-1", "vms", "beta", "workingset-2.bin");
+      const original = await readFile(wsPath);
+      const { slots, copies } = decodeWorkingSetFile("x", original);
+      const wrong = Buffer.from(copies);
+      wrong[100] = (wrong[100] ?? 0) ^ 0xff;
+      const tampered = encodeWorkingSet(slots, wrong);
+      const manifestPath = join(store.root, "lab-1", "manifest.json");
+      const manifest = await readFile(manifestPath);
+      const { checksum: _checksum, ...body } = JSON.parse(manifest.toString()) as Record<string, unknown>;
+      for (const file of body.files as { path: string; size: number; sha256: string }[]) {
+        if (file.path !== "vms/beta/workingset-2.bin") continue;
+        file.size = tampered.length;
+        file.sha256 = createHash("sha256").update(tampered).digest("hex");
+      }
+      await writeFile(wsPath, tampered);
+      await writeFile(manifestPath, encodeManifest(body as unknown as ManifestBody));
+      try {
+        const damaged = await store.verify("lab-1");
+        assert.deepEqual(damaged.damages, [
+          {
+            file: "vms/beta/workingset-2.bin",
+            problem: "the copies of 1 entries differ from the memory image (first: entry 0)",
+          },
+        ]);
+      } finally {
+        await writeFile(wsPath, original);
+        await writeFile(manifestPath, manifest);
+      }
+      assert.equal((await store.verify("lab-1")).ok, true);
     });
 
     it("refuses misuse of the builder and reader with SNAPSHOT_BAD_INPUT", async () => {
