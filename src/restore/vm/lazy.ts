@@ -22,12 +22,18 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { HrError, messageOf } from "../../util/errors.ts";
 import { connectUnixWithRetry } from "../../util/unix-socket.ts";
 import type { Vm } from "../../vm/vm.ts";
-import { DEFAULT_TUNING, PageServer, type PageServerStats, type PageServerTuning } from "./page-server.ts";
+import {
+  DEFAULT_TUNING,
+  PageServer,
+  type PageServerOptions,
+  type PageServerStats,
+  type PageServerTuning,
+} from "./page-server.ts";
 import type { FaultRecord, Percentiles } from "./page-server-log.ts";
 import { ElasticWindowPolicy, type ElasticStats, type ElasticWindowOptions } from "./elastic-window.ts";
 import { AddressOrderPolicy, type PagePolicy } from "./page-server-policy.ts";
 import type { PageServerSource } from "./page-server-read.ts";
-import type { PageRef } from "./page-server-space.ts";
+import { PAGE_BYTES, type PageRef } from "./page-server-space.ts";
 import { mergeFaultOrder, workingSetAccuracy, type WorkingSetAccuracy } from "./postcopy-working-set.ts";
 
 export type LazyStrategy = "lazy" | "workingset" | "hotrestore";
@@ -36,6 +42,8 @@ export interface LazyOptions {
   strategy: LazyStrategy;
   /** The snapshot's working set: prefetched by `workingset`; recall is measured against it. */
   workingSet: readonly PageRef[];
+  /** Checked copies of the working set's first pages (`data` holds workingSet[i] at i*4096). */
+  workingSetCopies?: Buffer;
   /** process.hrtime.bigint() when the restore began (default: now). */
   t0Ns?: bigint;
   /** Bound on the whole load (connect → every page delivered). Default 600 s. */
@@ -173,6 +181,7 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
       source,
       prefetch,
       checkAhead: options.checkAhead ?? options.workingSet,
+      copies: copiesOf(options),
       policy,
       t0Ns,
       tuning: { doneTimeoutMs: timeoutMs, ...tuningFromEnv(), ...options.tuning },
@@ -219,6 +228,13 @@ export function loadLazy(vm: LazyVm, source: PageServerSource, options: LazyOpti
       server?.abort(why);
     },
   };
+}
+
+/** `lazy` knows no working set, so it gets none of its copies either. */
+function copiesOf(options: LazyOptions): PageServerOptions["copies"] {
+  const data = options.workingSetCopies;
+  if (options.strategy === "lazy" || data === undefined || data.length === 0) return undefined;
+  return { refs: options.workingSet.slice(0, data.length / PAGE_BYTES), data };
 }
 
 function prefetchOf(options: LazyOptions): readonly PageRef[] {

@@ -14,7 +14,7 @@ import { closeSync, openSync, readSync } from "node:fs";
 import type { PageRecord, RamStart } from "../../migration/index.ts";
 import { HrError, isHrError, messageOf } from "../../util/errors.ts";
 import { CHUNK_PAGES } from "../../snapshot/store/index.ts";
-import { PAGE_BYTES, type PageSpace } from "./page-server-space.ts";
+import { PAGE_BYTES, type PageRef, type PageSpace } from "./page-server-space.ts";
 
 /** Pages per checksummed chunk of the snapshot store (layout.ts CHUNK_PAGES). */
 export const STORE_CHUNK_PAGES = CHUNK_PAGES;
@@ -26,6 +26,8 @@ export interface PageSource {
   readPage(blockId: string, page: number): Promise<Buffer>;
   /** The block's raw image (page N at N*4096); without it every read goes through readPage. */
   rawPath?(blockId: string): string;
+  /** Reads and checks the page's chunk now on this thread (a guest waits for it); no-op if checked. */
+  checkChunkSync?(blockId: string, page: number): void;
   /** Checks the chunks of pages [firstPage, firstPage+pages) in one read, ahead of need. */
   checkRange?(blockId: string, firstPage: number, pages: number): Promise<void>;
 }
@@ -58,14 +60,29 @@ export class PageReader {
   readonly #checked: Uint8Array;
   readonly #firstChunk = new Map<string, number>();
   readonly #fds = new Map<string, number>();
+  /** Pages the caller holds checked copies of (the working set's), by index. */
+  readonly #copies = new Map<number, Buffer>();
   #closed = false;
   /** An injected fault (util/faults.ts): every read from now on hangs, as on a store gone dead. */
   #hung = false;
 
-  constructor(vm: string, memory: PageSource, space: PageSpace) {
+  constructor(
+    vm: string,
+    memory: PageSource,
+    space: PageSpace,
+    copies?: { refs: readonly PageRef[]; data: Buffer },
+  ) {
     this.#vm = vm;
     this.#memory = memory;
     this.#space = space;
+    if (copies !== undefined) {
+      if (copies.data.length < copies.refs.length * PAGE_BYTES) {
+        throw new HrError("PAGE_SERVER_BAD_INPUT", `VM ${vm}: page copies shorter than their list`);
+      }
+      space.indexesOf(copies.refs).forEach((index, i) => {
+        this.#copies.set(index, copies.data.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES));
+      });
+    }
     let chunks = 0;
     for (const block of space.blocks) {
       this.#firstChunk.set(block.id, chunks);
@@ -95,6 +112,8 @@ export class PageReader {
     const { blockId, page } = this.#space.refOf(index);
     const offset = page * PAGE_BYTES;
     if (!this.#memory.isPresent(blockId, page)) return { block: blockId, offset, zero: true };
+    const copy = this.#copies.get(index);
+    if (copy !== undefined) return { block: blockId, offset, data: copy };
     if (this.#checked[this.#chunk(blockId, page)] !== 1) return undefined;
     const fd = this.#fd(blockId, page);
     if (fd === undefined) return undefined;
@@ -169,6 +188,29 @@ export class PageReader {
     return fd === undefined ? undefined : { blockId: block.id, page, pages, fd };
   }
 
+  /**
+   * Every record now, checking unchecked chunks synchronously when the store can (requested
+   * pages: a guest vCPU waits for them); undefined when it cannot.
+   */
+  allNowChecked(indexes: readonly number[]): PageRecord[] | undefined {
+    const check = this.#memory.checkChunkSync?.bind(this.#memory);
+    if (check !== undefined && !this.#hung) {
+      for (const index of indexes) {
+        const { blockId, page } = this.#space.refOf(index);
+        const chunk = this.#chunk(blockId, page);
+        if (this.#checked[chunk] === 1 || this.#copies.has(index) || !this.#memory.isPresent(blockId, page))
+          continue;
+        try {
+          check(blockId, page);
+        } catch (error) {
+          throw this.#failure(blockId, page, error);
+        }
+        this.#checked[chunk] = 1;
+      }
+    }
+    return this.allNow(indexes);
+  }
+
   /** The record, through the store's checked read when needed. */
   async read(index: number): Promise<PageRecord> {
     const fast = this.now(index);
@@ -196,19 +238,28 @@ export class PageReader {
    * then (`rest`) every other chunk with data in address order — the background's order — one
    * 1 MiB range per read, CHECK_RANGES_IN_FLIGHT at a time, so the background rarely waits.
    */
-  async checkChunks(indexes: readonly number[], stop: () => boolean, rest = true): Promise<void> {
+  async checkChunks(
+    indexes: readonly number[],
+    stop: () => boolean,
+    rest = true,
+    restAfter: Promise<unknown> = Promise.resolve(),
+  ): Promise<void> {
     let next = 0;
     const scattered = async (): Promise<void> => {
       while (next < indexes.length && !stop()) {
         const index = indexes[next++]!;
         const { blockId, page } = this.#space.refOf(index);
-        if (this.#checked[this.#chunk(blockId, page)] === 1 || !this.#memory.isPresent(blockId, page))
-          continue;
+        const skip =
+          this.#copies.has(index) ||
+          this.#checked[this.#chunk(blockId, page)] === 1 ||
+          !this.#memory.isPresent(blockId, page);
+        if (skip) continue;
         await this.read(index);
       }
     };
     await Promise.all(Array.from({ length: CHECK_SCATTERED_IN_FLIGHT }, scattered));
     if (!rest) return;
+    await restAfter;
     const ranges: { blockId: string; base: number; first: number; pages: number }[] = [];
     const span = CHECK_RANGE_CHUNKS * STORE_CHUNK_PAGES;
     for (const block of this.#space.blocks) {

@@ -30,6 +30,8 @@ export interface PageServerTuning {
   prefetchSectionPages: number;
   /** After `checkAhead`, check every other chunk too (top down), ahead of the background. */
   checkAll: boolean;
+  /** That "every other chunk" waits for the VM's start (markStarted) or the end. */
+  checkAllAfterStart: boolean;
   /**
    * Also send the pages the snapshot holds as zero in the background. Off by default: the
    * destination discarded all its RAM at ADVISE and leaves uffd at the end, so a page never sent
@@ -55,6 +57,7 @@ export const DEFAULT_TUNING: Readonly<PageServerTuning> = {
   prefetchSectionPages: 256,
   sliceUs: 250,
   checkAll: true,
+  checkAllAfterStart: true,
   sendZeroPages: false,
   holdUntilPrepared: true,
   preparedTimeoutMs: 120_000,
@@ -77,6 +80,12 @@ export interface PageServerOptions {
    * Nothing is sent for them; it only warms the server.
    */
   checkAhead?: readonly PageRef[];
+  /**
+   * Pages whose contents the caller already holds, checked (the working set's copies,
+   * working-set-file.ts): `data` holds refs[i] at i*4096. They are served from memory, with no
+   * chunk read.
+   */
+  copies?: { refs: readonly PageRef[]; data: Buffer };
   /** Background order (requested pages always go first). */
   policy: PagePolicy;
   /** process.hrtime.bigint() at the restore's start: times in the log are relative to it. */

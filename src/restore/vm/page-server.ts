@@ -61,6 +61,8 @@ import {
 export type * from "./page-server-types.ts";
 export { DEFAULT_TUNING } from "./page-server-types.ts";
 
+const ignore = (): void => undefined;
+
 export class PageServer {
   readonly #options: PageServerOptions;
   readonly #tuning: PageServerTuning;
@@ -86,6 +88,8 @@ export class PageServer {
   #eofWritten = false;
   #finished = false;
   #started = false;
+  /** Resolved by markStarted. */
+  readonly #startedGate = deferred<void>();
   /** An injected stall (util/faults.ts): nothing is read or written any more. */
   #stalled = false;
   #watchdog: Watchdog | undefined;
@@ -110,7 +114,7 @@ export class PageServer {
         options.source.memory.isPresent(blockId, page),
       );
     }
-    this.#reader = new PageReader(options.vm, options.source.memory, this.#space);
+    this.#reader = new PageReader(options.vm, options.source.memory, this.#space, options.copies);
     this.#t0Ns = options.t0Ns ?? process.hrtime.bigint();
     this.#log = new FaultLog(this.#space, this.#t0Ns);
     this.#policy = options.policy;
@@ -151,6 +155,7 @@ export class PageServer {
   markStarted(): void {
     if (this.#started) return;
     this.#started = true;
+    this.#startedGate.resolve();
     this.#times.started = process.hrtime.bigint();
     this.#policy.onStart(this.#view);
     this.#inject("running");
@@ -344,7 +349,13 @@ export class PageServer {
       const index = this.#space.tryIndex(ref.blockId, ref.page);
       return index === undefined ? [] : [index];
     });
-    await this.#reader.checkChunks(indexes, () => this.#finished, this.#tuning.checkAll);
+    // The rest waits for the VM's start (or the end): before it, it takes the CPU that the
+    // restores still loading need (cluster bench, 4 VMs on 2 cores: every VM running after
+    // 0.8-1.0 s instead of 1.9-2.4 s; absolute flow resumption unchanged).
+    const after = this.#tuning.checkAllAfterStart
+      ? Promise.race([this.#startedGate.promise, this.#done.promise.then(ignore, ignore)])
+      : Promise.resolve();
+    await this.#reader.checkChunks(indexes, () => this.#finished, this.#tuning.checkAll, after);
   }
 
   /**
@@ -453,7 +464,7 @@ export class PageServer {
     }
     this.#wake(); // a pausing policy gets asked again
     if (claimed.length === 0) return;
-    const records = this.#reader.allNow(claimed);
+    const records = this.#reader.allNowChecked(claimed);
     if (records !== undefined) {
       this.#writePages(claimed, records, "now");
       return;

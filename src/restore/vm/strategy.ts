@@ -140,11 +140,12 @@ function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandl
   let faults: readonly FaultRecord[] = [];
   const ready = settled(
     (async () => {
-      const workingSet = await ctx.snapshot.workingSet(ctx.vm.spec.name);
+      const { entries: workingSet, copies } = await ctx.snapshot.workingSetWithCopies(ctx.vm.spec.name);
       await ctx.vm.start({ ...ctx.start, incoming: true, noTransparentHugepages: true });
       load = loadLazy(ctx.vm, ctx.source, {
         strategy,
         workingSet,
+        workingSetCopies: copies,
         t0Ns,
         timeoutMs: ctx.timeoutMs,
         w0Pages: ctx.w0Pages,

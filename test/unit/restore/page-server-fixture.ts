@@ -36,6 +36,8 @@ export interface FakeSnapshot {
   data(blockId: string, page: number): Buffer;
   /** readPage calls so far. */
   reads: number;
+  /** checkChunkSync calls so far (with `syncCheck`). */
+  syncChecks: number;
   cleanup(): Promise<void>;
 }
 
@@ -49,7 +51,12 @@ function pageData(blockIndex: number, page: number): Buffer {
 
 export async function fakeSnapshot(
   blocks: FakeBlock[],
-  options: { corrupt?: (blockId: string, page: number) => boolean; withRawFiles?: boolean } = {},
+  options: {
+    corrupt?: (blockId: string, page: number) => boolean;
+    withRawFiles?: boolean;
+    /** Offer checkChunkSync, as the store does. */
+    syncCheck?: boolean;
+  } = {},
 ): Promise<FakeSnapshot> {
   const dir = await mkdtemp(join(tmpdir(), "hr-ps-"));
   const raw = new Map<string, string>();
@@ -80,6 +87,7 @@ export async function fakeSnapshot(
   const snapshot: FakeSnapshot = {
     dir,
     reads: 0,
+    syncChecks: 0,
     data(blockId, page) {
       const { block, index } = find(blockId);
       return block.present(page) ? pageData(index, page) : Buffer.alloc(PAGE);
@@ -99,6 +107,19 @@ export async function fakeSnapshot(
           return snapshot.data(blockId, page);
         },
         ...(raw.size > 0 ? { rawPath: (blockId: string) => raw.get(blockId) ?? "" } : {}),
+        ...(options.syncCheck === true
+          ? {
+              checkChunkSync: (blockId: string, page: number) => {
+                snapshot.syncChecks += 1;
+                if (options.corrupt?.(blockId, page) === true) {
+                  throw new HrError(
+                    "SNAPSHOT_CORRUPT",
+                    `snapshot s/ram/${blockId}.raw: chunk 0 checksum mismatch`,
+                  );
+                }
+              },
+            }
+          : {}),
       },
     },
     cleanup: () => rm(dir, { recursive: true, force: true }),

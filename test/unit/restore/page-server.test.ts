@@ -36,9 +36,13 @@ async function setup(
   options: Partial<PageServerOptions> & {
     blocks?: FakeBlock[];
     corrupt?: (b: string, p: number) => boolean;
+    syncCheck?: boolean;
   } = {},
 ): Promise<{ fake: FakeDestination; snapshot: FakeSnapshot; server: PageServer }> {
-  const snapshot = await fakeSnapshot(options.blocks ?? BLOCKS, { corrupt: options.corrupt });
+  const snapshot = await fakeSnapshot(options.blocks ?? BLOCKS, {
+    corrupt: options.corrupt,
+    syncCheck: options.syncCheck,
+  });
   const fake = await FakeDestination.listen(snapshot.dir);
   const entry: (typeof open)[number] = { fake, snapshot };
   open.push(entry);
@@ -274,6 +278,104 @@ void describe("page server", () => {
     paused = false;
     await server.done;
     assertComplete(fake, snapshot);
+  });
+
+  /** A policy that sends nothing in the background until `go()`. */
+  function pausedPolicy(): { policy: PagePolicy; go: () => void } {
+    let paused = true;
+    const address = new AddressOrderPolicy();
+    return {
+      policy: {
+        name: "paused-until-told",
+        nextBatch: (max, view) => (paused ? { pauseMs: 10 } : address.nextBatch(max, view)),
+        onFault: () => undefined,
+        onStart: () => undefined,
+      },
+      go: () => {
+        paused = false;
+      },
+    };
+  }
+
+  void it("checks the rest of the image only once the VM runs (checkAllAfterStart)", async () => {
+    for (const checkAllAfterStart of [true, false]) {
+      const { policy, go } = pausedPolicy();
+      const { fake, snapshot, server } = await setup({ policy, tuning: { checkAllAfterStart } });
+      await server.prepared;
+      await sleep(100);
+      if (checkAllAfterStart) {
+        assert.equal(snapshot.reads, 0, "no chunk checked ahead before the start");
+        server.markStarted();
+      }
+      while (snapshot.reads === 0) await sleep(5);
+      assert.equal(fake.pages.length, 0, "checked ahead, nothing sent");
+      go();
+      await server.done;
+      assertComplete(fake, snapshot);
+    }
+  });
+
+  void it("serves the working set's copies from memory, with no store read", async () => {
+    const refs = [
+      { blockId: "ram0", page: 1 },
+      { blockId: "pc.bios", page: 5 },
+      { blockId: "ram0", page: 5 },
+      { blockId: "ram0", page: 1501 },
+    ];
+    const snapshot = await fakeSnapshot(BLOCKS);
+    const fake = await FakeDestination.listen(snapshot.dir);
+    const entry: (typeof open)[number] = { fake, snapshot };
+    open.push(entry);
+    const data = Buffer.concat(refs.map((ref) => snapshot.data(ref.blockId, ref.page)));
+    const { policy, go } = pausedPolicy();
+    const server = PageServer.start({
+      vm: "vm1",
+      socket: await fake.connect(),
+      source: snapshot.source,
+      prefetch: refs.slice(0, 3),
+      copies: { refs, data },
+      policy,
+    });
+    entry.server = server;
+    await server.prepared;
+    const early = fake.pages.filter((page) => !page.postcopy).map((page) => `${page.block}:${page.page}`);
+    assert.deepEqual(early, ["ram0:1", "pc.bios:5"], "W0 from the copies; ram0:5 is a zero page, left");
+    fake.request("ram0", 1501);
+    while (!fake.has("ram0", 1501)) await sleep(5);
+    assert.equal(snapshot.reads, 0, "W0 and a requested page with a copy: no chunk read");
+    go();
+    server.markStarted();
+    await server.done;
+    assertComplete(fake, snapshot);
+  });
+
+  void it("checks a requested page's chunk on the spot when the store can (checkChunkSync)", async () => {
+    const { policy, go } = pausedPolicy();
+    const { fake, snapshot, server } = await setup({ policy, syncCheck: true });
+    await server.prepared;
+    fake.request("ram0", 77);
+    while (!fake.has("ram0", 77)) await sleep(5);
+    assert.equal(snapshot.syncChecks, 1);
+    assert.equal(snapshot.reads, 0, "no trip through the asynchronous reader");
+    go();
+    server.markStarted();
+    await server.done;
+    assertComplete(fake, snapshot);
+  });
+
+  void it("fails on a damaged chunk found by the on-the-spot check, sending nothing of it", async () => {
+    const { policy } = pausedPolicy();
+    const { fake, server } = await setup({
+      policy,
+      syncCheck: true,
+      corrupt: (block, page) => block === "ram0" && page === 77,
+    });
+    await server.prepared;
+    fake.request("ram0", 77);
+    const failure = await rejection(server.done);
+    assert.equal(failure.code, "SNAPSHOT_CORRUPT");
+    assert.match(failure.message, /VM vm1: page 77 of RAM block ram0/);
+    assert.ok(!fake.has("ram0", 77));
   });
 
   void it("works without raw files (every read through the checked reader)", async () => {
