@@ -30,6 +30,7 @@ import { CHECKSUM_BYTES, HEADER_BYTES, seal } from "../../src/snapshot/store/sea
 import {
   checkWorkingSet,
   decodeWorkingSet,
+  decodeWorkingSetFile,
   encodeWorkingSet,
   type WorkingSetSlot,
 } from "../../src/snapshot/store/working-set-file.ts";
@@ -131,6 +132,27 @@ const WORKING_SET: SealedFormat = {
     workingSetSeed([{ block: 1, page: 1 }]),
   ],
 };
+/** Version 2: the same entries followed by a copy count and that many 4 KiB page copies. */
+function workingSetCopiesSeed(slots: readonly WorkingSetSlot[], copied: number): Seed {
+  const copies = Buffer.alloc(copied * 4096, 0x5a);
+  return { bytes: bodyOf(encodeWorkingSet(slots, copies)), fields: [le(0, 4), le(4 + slots.length * 6, 4)] };
+}
+
+const WORKING_SET_COPIES: SealedFormat = {
+  magic: "HRWS",
+  version: 2,
+  bodies: [
+    workingSetCopiesSeed(
+      [
+        { block: 0, page: 9 },
+        { block: 1, page: 0 },
+      ],
+      1,
+    ),
+    workingSetCopiesSeed([{ block: 1, page: 1 }], 1),
+  ],
+};
+
 /** Page counts of the blocks a decoded working set is checked against. */
 const WORKING_SET_BLOCKS = [16, 2];
 
@@ -331,6 +353,20 @@ export const SNAPSHOT_TARGETS: FuzzTarget[] = [
         const entries = decodeWorkingSet(FILE, bytes);
         check(entries.length * 6 + 4 + HEADER_BYTES + CHECKSUM_BYTES === bytes.length, "entry count vs size");
         checkWorkingSet(FILE, entries, WORKING_SET_BLOCKS);
+      }),
+  }),
+  defineTarget({
+    name: "store-working-set-copies",
+    about: "decodeWorkingSetFile + checkWorkingSet: mutated version-2 workingset.bin files (page copies)",
+    arbitrary: sealedInputs(WORKING_SET_COPIES),
+    hugeLengths: hugeSealed(WORKING_SET_COPIES),
+    run: (bytes: Buffer) =>
+      decoded(() => {
+        const { slots, copies } = decodeWorkingSetFile(FILE, bytes);
+        check(copies.length % 4096 === 0 && copies.length / 4096 <= slots.length, "copies vs entries");
+        const body = slots.length * 6 + 4 + (bytes.readUInt16LE(4) === 2 ? 4 + copies.length : 0);
+        check(body + HEADER_BYTES + CHECKSUM_BYTES === bytes.length, "counts vs size");
+        checkWorkingSet(FILE, slots, WORKING_SET_BLOCKS);
       }),
   }),
   defineTarget({

@@ -41,6 +41,9 @@ interface BlockReader {
   fd: number | undefined;
 }
 
+/** Pages read at once by copyPages. */
+const COPY_READS_IN_FLIGHT = 8;
+
 export type IndexLoader = (path: string) => Promise<Buffer>;
 
 export class VmMemoryReader {
@@ -222,6 +225,24 @@ export class VmMemoryReader {
     } catch (error) {
       throw readError(block.label, error);
     }
+    return out;
+  }
+
+  /**
+   * The pages of `refs`, checked, one after another in one buffer (refs[i] at i*4096): the
+   * working set's copies (working-set-file.ts). Scattered chunk reads overlap, COPY_READS_IN_FLIGHT.
+   */
+  async copyPages(refs: readonly { blockId: string; page: number }[]): Promise<Buffer> {
+    const out = Buffer.alloc(refs.length * PAGE_SIZE);
+    let next = 0;
+    const copyNext = async (): Promise<void> => {
+      while (next < refs.length) {
+        const at = next++;
+        const ref = refs[at]!;
+        (await this.readPage(ref.blockId, ref.page)).copy(out, at * PAGE_SIZE);
+      }
+    };
+    await Promise.all(Array.from({ length: COPY_READS_IN_FLIGHT }, copyNext));
     return out;
   }
 

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { corrupt, badInput, readError } from "./errors.ts";
 import { fsyncDir, readLimited, replaceAtomically, sha256Hex, sha256OfFile, writeDurable } from "./fs-io.ts";
 import { decodeInflight, type InflightFrame } from "./inflight-file.ts";
-import { MANIFEST_FILE, PAGE_SIZE, resolveInside, workingSetFile } from "./layout.ts";
+import { MANIFEST_FILE, resolveInside, workingSetFile } from "./layout.ts";
 import {
   decodeManifest,
   encodeManifest,
@@ -31,9 +31,6 @@ export interface WorkingSetWithCopies {
   /** Checked with the file (its sha256 in the manifest and in its envelope). */
   copies: Buffer;
 }
-
-/** Pages read at once when a refinement copies working-set pages (scattered chunk reads overlap). */
-const COPY_READS_IN_FLIGHT = 8;
 
 /**
  * A committed snapshot, open for reading. `open` checks the manifest (checksum, version,
@@ -277,19 +274,8 @@ export class SnapshotReader {
   /** The contents of the first WORKING_SET_COPY_PAGES entries, through checked chunk reads. */
   async #copyPages(vmName: string, entries: readonly WorkingSetEntry[]): Promise<Buffer> {
     const count = Math.min(entries.length, WORKING_SET_COPY_PAGES);
-    const copies = Buffer.alloc(count * PAGE_SIZE);
-    if (count === 0) return copies;
-    const memory = await this.memory(vmName);
-    let next = 0;
-    const copyNext = async (): Promise<void> => {
-      while (next < count) {
-        const at = next++;
-        const entry = entries[at]!;
-        (await memory.readPage(entry.blockId, entry.page)).copy(copies, at * PAGE_SIZE);
-      }
-    };
-    await Promise.all(Array.from({ length: COPY_READS_IN_FLIGHT }, copyNext));
-    return copies;
+    if (count === 0) return Buffer.alloc(0);
+    return (await this.memory(vmName)).copyPages(entries.slice(0, count));
   }
 
   /** Closes the memory readers' files. */

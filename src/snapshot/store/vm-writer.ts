@@ -1,17 +1,23 @@
 import { lstat, mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isHrError } from "../../util/errors.ts";
-import { badInput, writeError } from "./errors.ts";
-import { fsyncFile, sha256Hex, sha256OfFile, writeDurable } from "./fs-io.ts";
+import { badInput, corrupt, writeError } from "./errors.ts";
+import { fsyncFile, readLimited, sha256Hex, sha256OfFile, writeDurable } from "./fs-io.ts";
 import { extraFile, resolveInside, vmBlobFile, workingSetFile, type VmBlobKind } from "./layout.ts";
 import type { JsonValue, ManifestFile, ManifestVm } from "./manifest.ts";
+import { VmMemoryReader } from "./memory-reader.ts";
 import { MemoryImageWriter, type BlockSpec } from "./memory-writer.ts";
 import {
   encodeWorkingSet,
+  entriesFromSlots,
   slotsFromEntries,
+  WORKING_SET_COPY_PAGES,
   type WorkingSetEntry,
   type WorkingSetSlot,
 } from "./working-set-file.ts";
+
+/** An index file is 1 bit and 32 bytes per 16 pages: 64 MiB covers 1 TiB of RAM. */
+const MAX_INDEX_BYTES = 64 * 1024 * 1024;
 
 /**
  * One VM of a snapshot being written: its memory image (memory-writer.ts), its opaque blobs
@@ -134,12 +140,7 @@ export class VmSnapshotWriter {
     }
     const blocks = await this.#memory.finish().catch(this.#onError);
     const wsPath = workingSetFile(this.name, 0);
-    const wsBytes = encodeWorkingSet(this.#workingSet);
-    await writeDurable(resolveInside(this.#dir, wsPath), `${this.#label}/${wsPath}`, wsBytes).catch(
-      this.#onError,
-    );
     const files: ManifestFile[] = [...this.#blobs.values(), ...this.#extras.values()];
-    files.push({ path: wsPath, size: wsBytes.length, sha256: sha256Hex(wsBytes), scope: "file" });
     for (const block of blocks) {
       files.push({ path: block.file, size: block.usedLength, sha256: block.rawDigest, scope: "chunks" });
       files.push({ path: block.index, size: block.indexSize, sha256: block.indexSha256, scope: "file" });
@@ -163,7 +164,35 @@ export class VmSnapshotWriter {
       workingSet: { file: wsPath, pages: this.#workingSet.length, generation: 0 },
       extraFiles: [...this.#extras].map(([name, entry]) => ({ name, file: entry.path })),
     };
+    const copies = await this.#copies(vm, files).catch(this.#onError);
+    const wsBytes = encodeWorkingSet(this.#workingSet, copies);
+    await writeDurable(resolveInside(this.#dir, wsPath), `${this.#label}/${wsPath}`, wsBytes).catch(
+      this.#onError,
+    );
+    files.push({ path: wsPath, size: wsBytes.length, sha256: sha256Hex(wsBytes), scope: "file" });
     return { vm, files };
+  }
+
+  /**
+   * The working set's first pages, read back through the store's checked reader from the image
+   * just written (its chunk checksums were computed from these bytes), so even the first restore
+   * of a snapshot loads its W0 in one sequential read.
+   */
+  async #copies(vm: ManifestVm, files: readonly ManifestFile[]): Promise<Buffer | undefined> {
+    const count = Math.min(this.#workingSet.length, WORKING_SET_COPY_PAGES);
+    if (count === 0) return undefined;
+    const byPath = new Map(files.map((file) => [file.path, file]));
+    const label = (path: string): string => `${this.#label}/${path}`;
+    const memory = await VmMemoryReader.open(this.#dir, label, vm, byPath, async (path) => {
+      const bytes = await readLimited(resolveInside(this.#dir, path), label(path), MAX_INDEX_BYTES);
+      if (sha256Hex(bytes) !== byPath.get(path)?.sha256) throw corrupt(label(path), "checksum mismatch");
+      return bytes;
+    });
+    try {
+      return await memory.copyPages(entriesFromSlots(this.#workingSet.slice(0, count), vm.blocks));
+    } finally {
+      await memory.close();
+    }
   }
 
   /** Abandons the VM: closes the memory image's files. */

@@ -95,6 +95,13 @@ for (const stagingPages of [2048, 7]) {
           { blockId: "pc.ram", page: 1 },
           { blockId: "0000:00:02.0/vga.vram", page: 0 },
         ]);
+        // The snapshot's first working set carries its pages' copies already.
+        const { entries, copies } = await reader.workingSetWithCopies("alpha");
+        assert.equal(copies.length, entries.length * 4096);
+        for (const [i, entry] of entries.entries()) {
+          const want = expected.get(`alpha|${entry.blockId}`)?.get(entry.page) ?? ZERO;
+          assert.ok(copies.subarray(i * 4096, (i + 1) * 4096).equals(want), `copy ${i}`);
+        }
         const frames = await reader.inflight();
         assert.deepEqual(
           frames.map((frame) => [frame.to, frame.from, frame.data.length]),
