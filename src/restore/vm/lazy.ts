@@ -73,6 +73,13 @@ export interface LazyOptions {
  * 0.4–0.8 s of latency (reading its scattered 64 KiB chunks cold is half of it: coalescing them
  * into range reads was slower, the working set touches most chunks of used memory). W0 stays
  * small for a lone VM; the restore line gives VMs that wait for others their slack as W0.
+ * Since the working set file holds copies of its first pages (working-set-file.ts), measured again
+ * on the same VM (working set 10,299 pages, one run each, alternating):
+ *   W0 1024 (copied)    latency 409–531 ms, responsive 2.0–2.2 s
+ *   W0 4096 (copied)    latency 570–674 ms, responsive 1.8–2.1 s
+ *   W0 = working set    latency 619–665 ms, responsive 0.7–1.1 s (every page copied)
+ * The whole working set is now cheaper (+150–200 ms), but latency still rises by half, so the
+ * default stays 1024 and `--w0` chooses more.
  */
 export const DEFAULT_W0_PAGES = 1024;
 

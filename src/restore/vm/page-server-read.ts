@@ -235,8 +235,9 @@ export class PageReader {
   /**
    * Has the store check chunks ahead of need until `stop()`: first those holding `indexes` (in
    * that order, CHECK_SCATTERED_IN_FLIGHT at a time: scattered reads gain most from overlapping),
-   * then (`rest`) every other chunk with data in address order — the background's order — one
-   * 1 MiB range per read, CHECK_RANGES_IN_FLIGHT at a time, so the background rarely waits.
+   * then (`rest`, once `restAfter` settles) every other chunk with data in address order — the
+   * background's order — one 1 MiB range per read, CHECK_RANGES_IN_FLIGHT at a time, so the
+   * background rarely waits. Pages with a copy need no check.
    */
   async checkChunks(
     indexes: readonly number[],

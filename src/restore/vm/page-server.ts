@@ -14,8 +14,9 @@
  *     socket's user-space queue holds less than `maxQueuedBytes` and the destination has
  *     acknowledged (PING/PONG, page-server-window.ts) all but `inflightBytes` of the stream —
  *     which bounds what a requested page waits behind, kernel socket buffers included.
- *     Meanwhile the store's chunks are checked ahead of need (working set first), so most
- *     requests find their chunk checked.
+ *     Meanwhile the store's chunks are checked ahead of need (the working set's first, the rest
+ *     once the VM runs), so most requests find their chunk checked; one that does not is checked
+ *     on the spot. Working-set pages the caller holds copies of are served from memory.
  * Every page is claimed once (PageStates) before it is read, so none is written twice (QEMU 7.2
  * fails on a page placed twice), and the background sweeps whatever the policy left, so none is
  * lost. Failures (destination closed, stall, timeout, damaged page, bad return path) destroy the
