@@ -73,8 +73,9 @@ export function decodeWorkingSet(file: string, bytes: Buffer): WorkingSetSlot[] 
   return decodeWorkingSetFile(file, bytes).slots;
 }
 
-export function decodeWorkingSetFile(file: string, bytes: Buffer): DecodedWorkingSet {
-  const body = unseal(file, bytes, WORKING_SET_MAGIC, WORKING_SET_VERSION);
+/** `verified`: the bytes matched the manifest's sha256 (see unseal). */
+export function decodeWorkingSetFile(file: string, bytes: Buffer, verified = false): DecodedWorkingSet {
+  const body = unseal(file, bytes, WORKING_SET_MAGIC, WORKING_SET_VERSION, verified);
   const version = bytes.readUInt16LE(4);
   const count = body.u32("entry count");
   const entryBytes = count * ENTRY_BYTES;

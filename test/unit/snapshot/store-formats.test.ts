@@ -193,6 +193,20 @@ describe("snapshot store file formats", () => {
     assert.throws(() => encodeWorkingSet(slots, COPIES.subarray(0, 5000)), /working set copies/);
   });
 
+  it("skips only the envelope's hash when the caller matched the bytes to the manifest", () => {
+    const slots = [{ block: 0, page: 1 }];
+    const file = encodeWorkingSet(slots, COPIES.subarray(0, 4096));
+    const stale = Buffer.from(file);
+    stale[stale.length - 1] = (stale[stale.length - 1] ?? 0) ^ 1;
+    assert.equal(assertRefused(decodeWorkingSetFile, stale, "stale envelope hash").code, "SNAPSHOT_CORRUPT");
+    assert.deepEqual(decodeWorkingSetFile("x", stale, true).slots, slots);
+    const badMagic = Buffer.from(stale);
+    badMagic[0] = 0x58;
+    const verified: Decoder = (name, bytes) => decodeWorkingSetFile(name, bytes, true);
+    assert.equal(assertRefused(verified, badMagic, "bad magic").code, "SNAPSHOT_CORRUPT");
+    assert.equal(assertRefused(verified, stale.subarray(0, 60), "cut").code, "SNAPSHOT_CORRUPT");
+  });
+
   it("refuses a version-2 working set whose copy count does not match its bytes", () => {
     const slots = [
       { block: 0, page: 1 },
