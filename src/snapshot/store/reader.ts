@@ -28,7 +28,7 @@ import {
 /** A working set and the contents of its first `copies.length / 4096` pages (working-set-file.ts). */
 export interface WorkingSetWithCopies {
   entries: WorkingSetEntry[];
-  /** Checked with the file (its sha256 in the manifest and in its envelope). */
+  /** Checked with the file (its sha256 in the manifest). */
   copies: Buffer;
 }
 
