@@ -77,7 +77,8 @@ export interface LazyOptions {
  * on the same VM (working set 10,299 pages, one run each, alternating):
  *   W0 1024 (copied)    latency 409–531 ms, responsive 2.0–2.2 s
  *   W0 4096 (copied)    latency 570–674 ms, responsive 1.8–2.1 s
- *   W0 = working set    latency 619–665 ms, responsive 0.7–1.1 s (every page copied)
+ *   W0 = working set    latency 619–665 ms, responsive 0.7–1.1 s (every page copied: the copy
+ *                       limit, WORKING_SET_COPY_PAGES, raised to 16384 for this measurement)
  * The whole working set is now cheaper (+150–200 ms), but latency still rises by half, so the
  * default stays 1024 and `--w0` chooses more.
  */
