@@ -196,16 +196,14 @@ export class PageReader {
     const check = this.#memory.checkChunkSync?.bind(this.#memory);
     if (check !== undefined && !this.#hung) {
       for (const index of indexes) {
+        if (!this.#needsCheck(index)) continue;
         const { blockId, page } = this.#space.refOf(index);
-        const chunk = this.#chunk(blockId, page);
-        if (this.#checked[chunk] === 1 || this.#copies.has(index) || !this.#memory.isPresent(blockId, page))
-          continue;
         try {
           check(blockId, page);
         } catch (error) {
           throw this.#failure(blockId, page, error);
         }
-        this.#checked[chunk] = 1;
+        this.#checked[this.#chunk(blockId, page)] = 1;
       }
     }
     return this.allNow(indexes);
@@ -249,13 +247,7 @@ export class PageReader {
     const scattered = async (): Promise<void> => {
       while (next < indexes.length && !stop()) {
         const index = indexes[next++]!;
-        const { blockId, page } = this.#space.refOf(index);
-        const skip =
-          this.#copies.has(index) ||
-          this.#checked[this.#chunk(blockId, page)] === 1 ||
-          !this.#memory.isPresent(blockId, page);
-        if (skip) continue;
-        await this.read(index);
+        if (this.#needsCheck(index)) await this.read(index);
       }
     };
     await Promise.all(Array.from({ length: CHECK_SCATTERED_IN_FLIGHT }, scattered));
@@ -312,6 +304,13 @@ export class PageReader {
     for (let chunkFirst = from; chunkFirst < to; chunkFirst += STORE_CHUNK_PAGES) {
       this.#checked[this.#chunk(blockId, chunkFirst)] = 1;
     }
+  }
+
+  /** The page has data, no copy, and its chunk was not checked yet. */
+  #needsCheck(index: number): boolean {
+    if (this.#copies.has(index)) return false;
+    const { blockId, page } = this.#space.refOf(index);
+    return this.#checked[this.#chunk(blockId, page)] !== 1 && this.#memory.isPresent(blockId, page);
   }
 
   /** Test-only (util/faults.ts): every read from now on never completes. */
