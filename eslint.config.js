@@ -31,7 +31,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["bin/*.js", "eslint.config.js"],
+    files: ["bin/*.js", "eslint.config.js", "src/**/*.mjs"],
     ...tseslint.configs.disableTypeChecked,
   },
   {

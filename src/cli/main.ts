@@ -21,6 +21,7 @@ import { checkSnapshotName, type SnapshotListEntry, type VerifyReport } from "..
 import { planToDot, type SnapshotPlan } from "../restore/cluster/plan.ts";
 import { ORDERS } from "../restore/cluster/start-gate.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
+import { PAGINGS } from "../restore/vm/kernel-paged.ts";
 import { formatStatus } from "./format.ts";
 import {
   formatInspect,
@@ -255,6 +256,11 @@ program
     "hotrestore: working-set pages to load before start (default: the restore line's)",
     (v) => Number.parseInt(v, 10),
   )
+  .option(
+    "--paging <paging>",
+    "hotrestore: how pages reach the guests: auto (kernel where FUSE mounts, else page-server) | kernel | page-server",
+    "auto",
+  )
   .option("--capture <dir>", "write each VM's frames during and after the restore to <dir>/<vm>.pcap")
   .option("--json", "print JSON")
   .action(
@@ -266,10 +272,17 @@ program
         hold?: boolean;
         capture?: string;
         w0?: number;
+        paging: string;
         json?: boolean;
       },
     ) => {
       checkSnapshotName(name); // refused here, before a daemon is started for it
+      const paging = PAGINGS.find((known) => known === options.paging);
+      if (paging === undefined) {
+        throw new HrError("RESTORE_PAGING_UNKNOWN", `unknown paging '${options.paging}'`, {
+          hint: `use one of: ${PAGINGS.join(", ")}`,
+        });
+      }
       const strategy = STRATEGIES.find((known) => known === options.strategy);
       if (strategy === undefined) {
         throw new HrError("RESTORE_STRATEGY_UNKNOWN", `unknown strategy '${options.strategy}'`, {
@@ -291,6 +304,7 @@ program
         hold: options.hold,
         capture,
         w0: options.w0,
+        paging,
       };
       const report = (await withDaemon(await ensureDaemon(), (c) =>
         c.request(action, progressPrinter(Boolean(options.json))),

@@ -1,6 +1,7 @@
 import { isAbsolute } from "node:path";
 import { z } from "zod";
 import { ORDERS } from "../restore/cluster/start-gate.ts";
+import { PAGINGS } from "../restore/vm/kernel-paged.ts";
 import { STRATEGIES } from "../restore/vm/strategy.ts";
 
 /**
@@ -60,6 +61,8 @@ export const actionSchema = z.discriminatedUnion("type", [
       .optional(),
     /** Absolute directory for one pcap per VM of the restored cluster's traffic. */
     capture: absolutePath.optional(),
+    /** hotrestore: how pages reach the guests (default auto: kernel paging where FUSE mounts). */
+    paging: z.enum(PAGINGS).optional(),
   }),
 ]);
 

@@ -1,3 +1,5 @@
+import { fuseUnavailable, ourMounts, unmountFuse } from "../restore/vm/fuse/mount.ts";
+import { warmFuseWorkers } from "../restore/vm/fuse/worker-pool.ts";
 import { join } from "node:path";
 import { Cluster, type ClusterStatus } from "../cluster/cluster.ts";
 import { loadGuestImage } from "../image/image.ts";
@@ -42,6 +44,9 @@ export interface ExecReply {
  * Executes actions. Owns the (one) running cluster. Operations that change the cluster run one
  * at a time; a second one while the first runs is refused with CONTROLLER_BUSY.
  */
+/** FUSE workers a daemon keeps loaded: one per VM of a cluster of this size restores at once. */
+const WARM_FUSE_WORKERS = 4;
+
 export class Controller {
   private cluster: Cluster | undefined;
   private busy: string | undefined;
@@ -51,6 +56,20 @@ export class Controller {
   constructor(options: ControllerOptions) {
     this.options = options;
     this.store = new SnapshotStore(options.storeRoot ?? join(options.stateDir, "snapshots"));
+  }
+
+  /**
+   * What a daemon does once at start, in the background: unmount guest RAM file systems a
+   * previous daemon left behind (it was killed: its QEMUs died with it), and load FUSE workers
+   * for hotrestore's kernel paging ahead of the first restore (fuse/worker-pool.ts).
+   */
+  async prepare(): Promise<void> {
+    for (const dir of await ourMounts(join(this.options.stateDir, "run"))) {
+      const problem = await unmountFuse(dir);
+      if (problem === undefined) this.options.log.warn({ dir }, "unmounted a stale guest RAM file system");
+      else this.options.log.error({ dir, problem }, "cannot unmount a stale guest RAM file system");
+    }
+    if ((await fuseUnavailable()) === undefined) warmFuseWorkers(WARM_FUSE_WORKERS);
   }
 
   get hasCluster(): boolean {
@@ -239,6 +258,7 @@ export class Controller {
       hold?: boolean | undefined;
       capture?: string | undefined;
       w0?: number | undefined;
+      paging?: "auto" | "kernel" | "page-server" | undefined;
     },
     progress: (note: Progress) => void,
   ): Promise<RestoreReport> {
@@ -249,6 +269,7 @@ export class Controller {
       // Every check that needs no QEMU, before the running cluster is stopped: a damaged
       // snapshot is refused and leaves what runs alone.
       const inputs = await preflightRestore(snapshot);
+      if (action.strategy === "hotrestore") warmFuseWorkers(inputs.spec.vms.length);
       const image = await loadGuestImage(this.options.guestDir);
       const accel = await chooseAccel(image, this.options.cacheDir);
       if (this.cluster) {
@@ -270,6 +291,7 @@ export class Controller {
           hold: action.hold,
           captureDir: action.capture,
           w0Pages: action.w0,
+          ...(action.paging === undefined ? {} : { paging: action.paging }),
           commandAt,
           progress,
         },

@@ -38,6 +38,7 @@ onPageServer((event) => {
   }
 });
 const controller = new Controller({ stateDir: state, cacheDir: cacheDir(), guestDir: guestDir(), log });
+controller.prepare().catch((error: unknown) => log.error({ err: error }, "prepare"));
 
 let exiting = false;
 async function exit(code: number, why: string): Promise<void> {

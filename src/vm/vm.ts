@@ -138,6 +138,11 @@ export class Vm {
     }
   }
 
+  /** Settles when this VM's QEMU has exited (at once if none was started). Never rejects. */
+  exited(): Promise<void> {
+    return this.proc ? this.proc.exited.then(() => undefined) : Promise.resolve();
+  }
+
   /** Marks a VM started paused (a restore) as running once `cont` succeeded. */
   markRunning(): void {
     this.state = "running";

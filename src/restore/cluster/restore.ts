@@ -12,6 +12,7 @@ import type { Accel } from "../../vm/argv.ts";
 import type { Vm } from "../../vm/vm.ts";
 import { DEFAULT_W0_PAGES } from "../vm/lazy.ts";
 import { DISK_FILE, preflightRestore, type RestoreInputs } from "./preflight.ts";
+import type { Paging } from "../vm/kernel-paged.ts";
 import { restoreVm, type Strategy, type VmRestoreFigures, type VmRestoreHandle } from "../vm/strategy.ts";
 import { BackoffTracker, flowsActiveAtCut, type BackoffReport } from "../../metrics/backoff.ts";
 import { syncGuestClock } from "./clock.ts";
@@ -49,6 +50,8 @@ export interface RestoreOptions {
   syncClock?: boolean;
   /** hotrestore: W0 for every VM instead of the restore line's. */
   w0Pages?: number;
+  /** hotrestore: kernel paging, the page server, or "auto" (the default: kernel where it can). */
+  paging?: Paging | "auto";
   /** Write every frame each VM sends or receives during and after the restore to `<dir>/<vm>.pcap`. */
   captureDir?: string;
   /** performance.now() when the restore command arrived: every figure is relative to it. */
@@ -222,6 +225,7 @@ export async function restoreCluster(
             commandAt: options.commandAt,
             timeoutMs: LOAD_TIMEOUT_MS,
             w0Pages,
+            ...(options.paging === undefined ? {} : { paging: options.paging }),
           });
           handles.set(vmName, handle);
           await handle.ready;

@@ -63,6 +63,11 @@ export interface MmapLoadOptions {
   timeoutMs: number;
   /** verify "background": called once the damaged VM has been stopped. */
   onDamage?: (error: HrError) => void;
+  /**
+   * The file QEMU maps as ram0 instead of the raw image: the FUSE file of the kernel-paging
+   * backend (kernel-paged.ts), which checks what it serves itself, so `verify` must be "off".
+   */
+  ramPath?: string;
 }
 
 /** `loadMs` (LoadReport) is migrate-incoming → device state loaded, as for `full`. */
@@ -98,6 +103,9 @@ export async function loadMmap(
 ): Promise<MmapLoadReport> {
   const verify = options.verify ?? "before-start";
   const name = vm.spec.name;
+  if (options.ramPath !== undefined && verify !== "off") {
+    throw new RangeError("a ramPath serves checked pages itself: verify must be off");
+  }
   checkSupported(vm, source);
   const rawPath = source.memory.rawPath(RAM_BLOCK_ID);
   const fileBefore = await stat(rawPath);
@@ -117,7 +125,11 @@ export async function loadMmap(
   let loadMs = 0;
   let stats: WriteStats;
   try {
-    await vm.start({ ...start, incoming: true, ramBackend: mmapRamBackend(rawPath, vm.spec.memoryMiB) });
+    await vm.start({
+      ...start,
+      incoming: true,
+      ramBackend: mmapRamBackend(options.ramPath ?? rawPath, vm.spec.memoryMiB),
+    });
     startMs = since(spawnedAt);
     const loadFrom = performance.now();
     stats = await loadWithoutRam0(vm, source, await otherPages, options.timeoutMs);
@@ -163,7 +175,7 @@ export async function loadMmap(
     pages: stats.pages,
     verifiedBytes,
     bytesReadBeforeStart: stats.bytes + verifiedBytes,
-    ram0AtReady: await ram0Usage(vm, rawPath),
+    ram0AtReady: await ram0Usage(vm, options.ramPath ?? rawPath),
     background: verify === "background" ? verifyInBackground(vm, source.memory, options.onDamage) : undefined,
   };
 }

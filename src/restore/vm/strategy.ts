@@ -1,10 +1,13 @@
 import type { SnapshotReader } from "../../snapshot/store/index.ts";
 import type { Vm, VmStartOptions } from "../../vm/vm.ts";
 import { loadFull } from "./full.ts";
-import { faultStallTtr } from "../../metrics/ttr.ts";
 import { loadLazy, type LazyStrategy } from "./lazy.ts";
 import type { FaultRecord } from "./page-server-log.ts";
+import { HrError } from "../../util/errors.ts";
+import { fuseUnavailable } from "./fuse/mount.ts";
+import { kernelPagedRestore, type Paging } from "./kernel-paged.ts";
 import { loadMmap } from "./mmap.ts";
+import { faultHistogram, stallTtr } from "./strategy-figures.ts";
 import type { VmStreamSource } from "./stream-source.ts";
 
 /**
@@ -45,6 +48,8 @@ export interface VmRestoreFigures {
   backgroundWaitsMs: { window: number; queue: number; pause: number; read: number } | null;
   /** Page server: W0 before start, ms reading + checking its pages and writing them. */
   prefetchMs: { read: number; write: number } | null;
+  /** hotrestore: how its pages reach the guest (kernel-paged.ts); null for the other strategies. */
+  paging: Paging | null;
 }
 
 export interface VmRestoreHandle {
@@ -66,6 +71,8 @@ export interface VmRestoreContext {
   timeoutMs: number;
   /** hotrestore: working-set pages to load before start (the restore line's W0). */
   w0Pages?: number;
+  /** hotrestore: "auto" (default) is kernel paging where FUSE can be mounted, else the page server. */
+  paging?: Paging | "auto";
 }
 
 function settled<T>(promise: Promise<T>): Promise<T> {
@@ -73,26 +80,29 @@ function settled<T>(promise: Promise<T>): Promise<T> {
   return promise;
 }
 
+const NO_FIGURES: VmRestoreFigures = {
+  loadMs: 0,
+  pagesBeforeStart: 0,
+  pagesAfterStart: 0,
+  bytesBeforeStart: 0,
+  bytesAfterStart: 0,
+  faults: 0,
+  faultServiceUs: null,
+  workingSet: null,
+  doneMs: null,
+  faultTtrMs: null,
+  window: null,
+  faultsPer100ms: null,
+  backgroundWaitsMs: null,
+  prefetchMs: null,
+  paging: null,
+};
+
 function eager(
   ctx: VmRestoreContext,
   load: () => Promise<{ loadMs: number; bytes: number; pages: number }>,
 ): VmRestoreHandle {
-  let figures: VmRestoreFigures = {
-    loadMs: 0,
-    pagesBeforeStart: 0,
-    pagesAfterStart: 0,
-    bytesBeforeStart: 0,
-    bytesAfterStart: 0,
-    faults: 0,
-    faultServiceUs: null,
-    workingSet: null,
-    doneMs: null,
-    faultTtrMs: null,
-    window: null,
-    faultsPer100ms: null,
-    backgroundWaitsMs: null,
-    prefetchMs: null,
-  };
+  let figures: VmRestoreFigures = NO_FIGURES;
   const ready = settled(
     load().then((report) => {
       figures = {
@@ -128,9 +138,44 @@ export function restoreVm(strategy: Strategy, ctx: VmRestoreContext): VmRestoreH
       );
     case "lazy":
     case "workingset":
-    case "hotrestore":
       return lazyKind(strategy, ctx);
+    case "hotrestore":
+      return hotrestore(ctx);
   }
+}
+
+/** hotrestore on the paging ctx.paging asks for (probed: "auto" falls back to the page server). */
+function hotrestore(ctx: VmRestoreContext): VmRestoreHandle {
+  let inner: VmRestoreHandle | undefined;
+  const chosen = (async () => {
+    const wanted = ctx.paging ?? "auto";
+    if (wanted === "page-server") return lazyKind("hotrestore", ctx);
+    const why = await fuseUnavailable();
+    if (why === undefined) return kernelPagedRestore(ctx);
+    if (wanted === "kernel") {
+      throw new HrError(
+        "RESTORE_PAGING_UNAVAILABLE",
+        `VM ${ctx.vm.spec.name}: kernel paging is not available here: ${why}`,
+        {
+          hint: "use --paging page-server (QEMU post-copy), or run the daemon as root with /dev/fuse",
+        },
+      );
+    }
+    return lazyKind("hotrestore", ctx);
+  })();
+  const ready = settled(
+    chosen.then(async (handle) => {
+      inner = handle;
+      await handle.ready;
+    }),
+  );
+  return {
+    ready,
+    started: () => inner?.started(),
+    finished: settled(ready.then(() => inner!.finished)),
+    figures: () => inner?.figures() ?? NO_FIGURES,
+    refinedWorkingSet: () => inner?.refinedWorkingSet(),
+  };
 }
 
 function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandle {
@@ -186,29 +231,9 @@ function lazyKind(strategy: LazyStrategy, ctx: VmRestoreContext): VmRestoreHandl
         faultsPer100ms: report ? faultHistogram(faults) : null,
         backgroundWaitsMs: report?.server.backgroundWaitsMs ?? null,
         prefetchMs: report?.server.prefetchMs ?? null,
+        paging: strategy === "hotrestore" ? "page-server" : null,
       };
     },
     refinedWorkingSet: () => refined,
   };
-}
-
-/** Faults after start per 100 ms bucket of time since the restore command. */
-export function faultHistogram(faults: readonly FaultRecord[]): number[] {
-  const buckets: number[] = [];
-  for (const fault of faults) {
-    if (!fault.afterStart) continue;
-    const bucket = Math.floor(fault.atUs / 100_000);
-    while (buckets.length <= bucket) buckets.push(0);
-    buckets[bucket] = (buckets[bucket] ?? 0) + 1;
-  }
-  return buckets;
-}
-
-/** The generic TTR from a fault log (times are µs since the restore command). */
-function stallTtr(faults: readonly FaultRecord[], startedAtUs: number | undefined): number | null {
-  if (startedAtUs === undefined) return null;
-  const stalls = faults
-    .filter((fault) => fault.afterStart && fault.serviceUs !== undefined)
-    .map((fault) => ({ fromUs: fault.atUs, toUs: fault.atUs + (fault.serviceUs ?? 0) }));
-  return faultStallTtr({ stalls, startedUs: startedAtUs });
 }

@@ -15,3 +15,5 @@ export type { WorkingSetEntry } from "./working-set-file.ts";
 export type { JsonValue, Manifest, ManifestVm, ManifestBlock } from "./manifest.ts";
 export type { SnapshotStoreErrorCode } from "./errors.ts";
 export { checkSnapshotName, CHUNK_PAGES, PAGE_SIZE, SNAPSHOT_NAME_RE } from "./layout.ts";
+export { readCheckedRange, readCheckedSpanSync, RANGE_CHUNKS } from "./raw-image.ts";
+export { chunkCount } from "./memory-index.ts";

@@ -122,6 +122,28 @@ export class VmMemoryReader {
     return this.#block(blockId).path;
   }
 
+  /**
+   * What a reader outside this class needs to check a block's raw image itself (the FUSE worker,
+   * which serves the image to the kernel from its own thread): the file, its label for errors,
+   * the page count, the chunk checksums and which pages are stored.
+   */
+  chunkTable(blockId: string): {
+    path: string;
+    label: string;
+    pages: number;
+    sums: Buffer;
+    isPresent: (page: number) => boolean;
+  } {
+    const block = this.#block(blockId);
+    return {
+      path: block.path,
+      label: block.label,
+      pages: block.meta.pages,
+      sums: block.sums,
+      isPresent: (page) => block.present.get(page),
+    };
+  }
+
   #handle(block: BlockReader): Promise<FileHandle> {
     block.handle ??= open(block.path, "r").catch((error: unknown) => {
       block.handle = undefined;

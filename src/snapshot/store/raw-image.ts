@@ -72,6 +72,46 @@ export function readCheckedChunkSync(
   return checkedChunk(buffer, read, label, sums, chunk);
 }
 
+/**
+ * Reads chunks [first, first+count) into `into` with one positional read on the calling thread and
+ * checks each chunk for which `checked(chunk)` is false, then calls `markChecked`. For a reader
+ * that serves a page the guest waits for from its own thread (the FUSE worker). Returns the bytes
+ * read (a view of `into`); SNAPSHOT_CORRUPT names the file and the first damaged chunk.
+ */
+export function readCheckedSpanSync(
+  fd: number,
+  label: string,
+  pageCount: number,
+  sums: Buffer,
+  span: { first: number; count: number },
+  into: Buffer,
+  checks: { checked: (chunk: number) => boolean; markChecked: (chunk: number) => void },
+): Buffer {
+  const { offset, length } = rangeOf(span.first, span.count, pageCount);
+  if (into.length < length) throw new RangeError(`buffer of ${into.length} bytes for a span of ${length}`);
+  let read = 0;
+  try {
+    while (read < length) {
+      const got = readSync(fd, into, read, length - read, offset + read);
+      if (got === 0) break;
+      read += got;
+    }
+  } catch (error) {
+    throw readError(label, error);
+  }
+  for (let chunk = span.first; chunk < span.first + span.count; chunk++) {
+    if (checks.checked(chunk)) continue;
+    const at = (chunk - span.first) * CHUNK_PAGES * PAGE_SIZE;
+    const chunkBytes = chunkLength(chunk, pageCount);
+    if (at + chunkBytes > read) throw corrupt(label, `chunk ${chunk} truncated`);
+    if (!chunkMatches(into.subarray(at, at + chunkBytes), expectedSum(sums, chunk))) {
+      throw corrupt(label, `chunk ${chunk} checksum mismatch`);
+    }
+    checks.markChecked(chunk);
+  }
+  return into.subarray(0, length);
+}
+
 function checkedChunk(buffer: Buffer, read: number, label: string, sums: Buffer, chunk: number): Buffer {
   if (read !== buffer.length) throw corrupt(label, `chunk ${chunk} truncated`);
   if (!chunkMatches(buffer, expectedSum(sums, chunk))) {

@@ -1,0 +1,258 @@
+import { closeSync, constants, openSync, writevSync } from "node:fs";
+import { mkdir, open, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import type { Worker } from "node:worker_threads";
+import {
+  CHUNK_PAGES,
+  chunkCount,
+  PAGE_SIZE,
+  RANGE_CHUNKS,
+  readCheckedSpanSync,
+  type VmMemoryReader,
+} from "../../../snapshot/store/index.ts";
+import { HrError, messageOf } from "../../../util/errors.ts";
+import { mountFuse, unmountFuse } from "./mount.ts";
+import { takeFuseWorker } from "./worker-pool.ts";
+import { FILE_NODE } from "./responder.ts";
+import { encodeNotifyStoreHeader } from "./wire.ts";
+import type { WorkerInit, WorkerMessage } from "./worker-types.ts";
+
+/**
+ * One guest RAM image served through FUSE (DESIGN.md §5, the kernel-paging backend of
+ * `hotrestore`): the kernel asks for what is not in its page cache (the worker thread answers with
+ * checked bytes, worker.ts), and we put pages there ahead of the guest with NOTIFY_STORE (`store`).
+ * QEMU maps `path` MAP_PRIVATE like the `mmap` strategy maps the raw image, so a guest's access
+ * to a page already stored is a minor fault the kernel serves alone: no exit to QEMU, no round
+ * trip to us.
+ *
+ * Every byte that reaches the page cache was checked against the snapshot's chunk sums first
+ * (worker: before it answers; `store`: before it writes). A damaged chunk answers EIO, which the
+ * guest's QEMU takes as SIGBUS: the restore fails, and the damaged bytes never reach the guest.
+ *
+ * Deadlock rule: a NOTIFY_STORE waits for the lock of every page it fills, and a page under a READ
+ * the kernel sent us is locked until that READ is answered. So stores are never written by the
+ * thread that answers READs (the worker): the main thread writes them, synchronously (a 1 MiB
+ * store is one read, 16 checks and one write: ~1 ms; through libuv's thread pool each took a
+ * round trip, and 3,000 scattered W0 runs took 300 ms instead of 10).
+ */
+
+const CHUNK_BYTES = CHUNK_PAGES * PAGE_SIZE;
+/** Kernel read-ahead on a miss: 128 KiB, two chunks (bigger reads cost the faulting guest more). */
+const DEFAULT_MAX_READAHEAD = 128 * 1024;
+/**
+ * Largest READ: 128 KiB. QEMU madvises guest RAM MADV_HUGEPAGE, and the kernel then reads 2 MiB
+ * around every miss even with read-ahead off; in 1 MiB READs that made fault service p99 5-6 ms,
+ * in 128 KiB ones 2-3 ms (64 KiB ones were no better, and the guest waited for more of them).
+ */
+const MAX_PAGES = 32;
+
+export interface ServedRead {
+  /** ms since the restore command */
+  atMs: number;
+  serviceUs: number;
+  offset: number;
+  size: number;
+}
+
+export interface FuseImageOptions {
+  vm: string;
+  memory: VmMemoryReader;
+  blockId: string;
+  /** An empty directory to mount on (created if missing). */
+  mountDir: string;
+  /** performance.now() of the restore command: `reads` are timed from it. */
+  commandAt: number;
+  maxReadahead?: number;
+}
+
+export class FuseImageServer {
+  readonly path: string;
+  readonly reads: ServedRead[] = [];
+  /** Bytes put into the page cache by `store` (checked first). */
+  storedBytes = 0;
+  readonly #options: FuseImageOptions;
+  readonly #deviceFd: number;
+  readonly #worker: Worker;
+  readonly #verified: Uint8Array;
+  readonly #table: ReturnType<VmMemoryReader["chunkTable"]>;
+  readonly #workerEnded: Promise<void>;
+  #pin: FileHandle | undefined;
+  #syncFd: number | undefined;
+  readonly #span = Buffer.allocUnsafe(RANGE_CHUNKS * CHUNK_BYTES);
+  #failure: HrError | undefined;
+  #onFailure: ((error: HrError) => void) | undefined;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    options: FuseImageOptions,
+    deviceFd: number,
+    worker: Worker,
+    verified: SharedArrayBuffer,
+  ) {
+    this.#options = options;
+    this.#deviceFd = deviceFd;
+    this.#worker = worker;
+    this.#verified = new Uint8Array(verified);
+    this.#table = options.memory.chunkTable(options.blockId);
+    this.path = join(options.mountDir, `${options.blockId}.raw`);
+    this.#workerEnded = new Promise((resolve) => {
+      worker.on("message", (message: WorkerMessage) => this.#message(message));
+      worker.on("error", (error) => this.#fail(`its FUSE worker failed: ${messageOf(error)}`));
+      worker.on("exit", () => resolve());
+    });
+  }
+
+  /** Mounts the image at `mountDir` and opens it once (the kernel then knows the file: stores work). */
+  static async start(options: FuseImageOptions): Promise<FuseImageServer> {
+    const table = options.memory.chunkTable(options.blockId);
+    await mkdir(options.mountDir, { recursive: true });
+    const deviceFd = openSync("/dev/fuse", constants.O_RDWR);
+    const verified = new SharedArrayBuffer(chunkCount(table.pages));
+    const init: WorkerInit = {
+      deviceFd,
+      fileName: `${options.blockId}.raw`,
+      rawPath: table.path,
+      label: table.label,
+      pages: table.pages,
+      sums: new Uint8Array(table.sums),
+      verified,
+      mtimeSec: Math.floor(Date.now() / 1000),
+      maxReadahead: options.maxReadahead ?? DEFAULT_MAX_READAHEAD,
+      maxPages: MAX_PAGES,
+    };
+    try {
+      await mountFuse(deviceFd, options.mountDir, MAX_PAGES * PAGE_SIZE);
+    } catch (error) {
+      closeSync(deviceFd);
+      throw error;
+    }
+    // After the mount: a read of the device before it fails (EPERM). The kernel's INIT waits.
+    let worker: Worker;
+    try {
+      worker = await takeFuseWorker();
+    } catch (error) {
+      await unmountFuse(options.mountDir);
+      closeSync(deviceFd);
+      throw error;
+    }
+    worker.ref();
+    worker.postMessage(init);
+    const server = new FuseImageServer(options, deviceFd, worker, verified);
+    try {
+      server.#pin = await open(server.path, "r");
+    } catch (error) {
+      await server.close();
+      throw error;
+    }
+    return server;
+  }
+
+  /** Called once if the image fails (damage, or the worker stops): the restore must stop the VM. */
+  onFailure(listener: (error: HrError) => void): void {
+    this.#onFailure = listener;
+    if (this.#failure) listener(this.#failure);
+  }
+
+  get failure(): HrError | undefined {
+    return this.#failure;
+  }
+
+  #fail(message: string, code = "RESTORE_FAILED"): void {
+    if (this.#failure || this.#closing) return;
+    this.#failure = new HrError(code, `VM ${this.#options.vm}: ${message}`, {
+      hint: "run `hotrestore snapshot verify` on the snapshot; a damaged one must be taken again",
+    });
+    this.#onFailure?.(this.#failure);
+  }
+
+  #message(message: WorkerMessage): void {
+    switch (message.type) {
+      case "read":
+        this.reads.push({
+          atMs: message.atMs - performance.timeOrigin - this.#options.commandAt,
+          serviceUs: message.serviceUs,
+          offset: message.offset,
+          size: message.size,
+        });
+        if (message.error !== undefined) {
+          this.#fail(
+            `page ${Math.floor(message.offset / PAGE_SIZE)} was not given to the guest: ${message.error}`,
+            "SNAPSHOT_CORRUPT",
+          );
+        }
+        return;
+      case "failed":
+        this.#fail(message.message);
+        return;
+      case "ended":
+        return;
+    }
+  }
+
+  /** Has chunk `chunk` been checked (by a store or by the worker)? */
+  isChecked(chunk: number): boolean {
+    return this.#verified[chunk] === 1;
+  }
+
+  /** Does chunk `chunk` hold any stored (non-zero) page? */
+  hasData(chunk: number): boolean {
+    const first = chunk * CHUNK_PAGES;
+    const end = Math.min(first + CHUNK_PAGES, this.#table.pages);
+    for (let page = first; page < end; page++) if (this.#table.isPresent(page)) return true;
+    return false;
+  }
+
+  get chunks(): number {
+    return chunkCount(this.#table.pages);
+  }
+
+  /**
+   * Puts `data` (checked bytes of the image) into the page cache at `offset` (page-aligned), on
+   * this thread: one write of the device. It can wait for a page lock while the worker answers a
+   * READ under it, never for this thread (the deadlock rule above is about the worker's thread).
+   */
+  storeBytes(offset: number, data: Buffer): void {
+    writevSync(this.#deviceFd, [encodeNotifyStoreHeader(FILE_NODE, offset, data.length), data]);
+    this.storedBytes += data.length;
+  }
+
+  /** Reads and checks chunks [first, first+count) (one positional read) and stores them. */
+  storeChunks(first: number, count: number): void {
+    this.#syncFd ??= openSync(this.#table.path, "r");
+    const bytes = readCheckedSpanSync(
+      this.#syncFd,
+      this.#table.label,
+      this.#table.pages,
+      this.#table.sums,
+      { first, count },
+      this.#span,
+      { checked: () => false, markChecked: (chunk) => (this.#verified[chunk] = 1) },
+    );
+    writevSync(this.#deviceFd, [
+      encodeNotifyStoreHeader(FILE_NODE, first * CHUNK_BYTES, bytes.length),
+      bytes,
+    ]);
+    this.storedBytes += bytes.length;
+  }
+
+  /** Unmounts (the worker then ends) and closes everything. Idempotent; never throws. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#pin?.close().catch(() => undefined);
+      if (this.#syncFd !== undefined) closeSync(this.#syncFd);
+      await unmountFuse(this.#options.mountDir);
+      // An unmount that failed (never mounted) leaves the worker reading: closing the device ends it.
+      const ended = await Promise.race([
+        this.#workerEnded.then(() => true),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref()),
+      ]);
+      if (!ended) await this.#worker.terminate().catch(() => undefined);
+      try {
+        closeSync(this.#deviceFd);
+      } catch {
+        // closed already
+      }
+    })();
+    return this.#closing;
+  }
+}
