@@ -8,7 +8,7 @@ import { dropPageCache } from "../util/page-cache.ts";
 import { chooseAccel } from "../vm/accel.ts";
 import { reference } from "./snapshot.ts";
 import type { RestoreReport } from "../restore/cluster/restore.ts";
-import { STRATEGIES } from "../restore/vm/strategy.ts";
+import { STRATEGIES, type Strategy } from "../restore/vm/strategy.ts";
 import type { SnapshotReport } from "../snapshot/cut.ts";
 import { cli, cliJson } from "../cli/run-cli.ts";
 
@@ -66,6 +66,18 @@ function qemuRow(memoryMiB: number, restoreLatencyMs: number): RestoreBenchRow {
   };
 }
 
+/**
+ * In this order: hotrestore on the snapshot's own working set, the baselines, hotrestore on the
+ * page server (post-copy: its faults show the refined working set's recall), then hotrestore
+ * again on the working set the lazy and page-server restores refined.
+ */
+const RUNS: { strategy: Strategy; run: string; args: string[] }[] = [
+  { strategy: "hotrestore", run: "hotrestore", args: [] },
+  ...STRATEGIES.filter((s) => s !== "hotrestore").map((strategy) => ({ strategy, run: strategy, args: [] })),
+  { strategy: "hotrestore", run: "hotrestore-page-server", args: ["--paging", "page-server"] },
+  { strategy: "hotrestore", run: "hotrestore-refined", args: [] },
+];
+
 export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
   const rows: RestoreBenchRow[] = [];
   const image = await loadGuestImage();
@@ -97,16 +109,21 @@ export async function restoreSuite(reps: number): Promise<RestoreBenchRow[]> {
       await cliJson(home, ["up", specPath]);
       await sleep(8_000);
       const snap = await cliJson<SnapshotReport>(home, ["snapshot", "--name", "s"]);
-      const runs = ["hotrestore", ...STRATEGIES.filter((s) => s !== "hotrestore"), "hotrestore"];
       for (let rep = 0; rep < reps; rep += 1) {
-        for (const [index, strategy] of runs.entries()) {
+        for (const { strategy, run, args } of RUNS) {
           await dropPageCache(snap.path);
-          const report = await cliJson<RestoreReport>(home, ["restore", "s", "--strategy", strategy]);
+          const report = await cliJson<RestoreReport>(home, [
+            "restore",
+            "s",
+            "--strategy",
+            strategy,
+            ...args,
+          ]);
           const vm = report.vms[0];
           const row: RestoreBenchRow = {
             memoryMiB,
             strategy,
-            run: index === runs.length - 1 ? "hotrestore-refined" : strategy,
+            run,
             restoreLatencyMs: report.restoreLatencyMs,
             pagesBeforeStart: vm?.pagesBeforeStart ?? 0,
             pagesAfterStart: vm?.pagesAfterStart ?? 0,

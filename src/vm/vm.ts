@@ -42,6 +42,7 @@ export interface VmStartOptions {
 export const QMP_CONNECT_TIMEOUT_MS = 15_000;
 
 export class Vm {
+  readonly #cleanups: Promise<void>[] = [];
   readonly spec: VmSpec;
   readonly dir: string;
   private readonly log: Logger;
@@ -143,6 +144,18 @@ export class Vm {
     return this.proc ? this.proc.exited.then(() => undefined) : Promise.resolve();
   }
 
+  /**
+   * Runs `cleanup` once this VM's QEMU has exited (e.g. unmount what it mapped); `stop()` returns
+   * only after it, so whoever stops a VM can reuse its directory. A failing cleanup is logged.
+   */
+  afterExit(cleanup: () => Promise<void>): void {
+    this.#cleanups.push(
+      this.exited()
+        .then(cleanup)
+        .catch((error: unknown) => this.log.warn({ err: error }, "cleanup after QEMU's exit failed")),
+    );
+  }
+
   /** Marks a VM started paused (a restore) as running once `cont` succeeded. */
   markRunning(): void {
     this.state = "running";
@@ -178,6 +191,7 @@ export class Vm {
     }
     this.qmpClient?.close();
     if (proc) await proc.stop(2_000);
+    await Promise.all(this.#cleanups);
     this.state = "stopped";
   }
 

@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
+import { ourMounts } from "../../src/restore/vm/fuse/mount.ts";
 import { copyPristine, formatCounts, readPristine, runCampaign } from "./corruption-campaign.ts";
 import { linkFarm, listFiles, materialize, readManifest, writeManifest } from "./corruption-damage.ts";
 import { verifyDamages } from "./corruption-judge.ts";
@@ -177,6 +178,24 @@ describe("a damaged snapshot is refused before any guest runs on it", () => {
   });
 
   // Last, with no VM running: judged in-process, the damages need no QEMU.
+  it("a damaged memory chunk fails a kernel-paged hotrestore, never reaching the guest; no process or mount is left", async () => {
+    const source = await readPristine(pristineDir, ["a", "b"]);
+    const page = source.presentPages.get("vms/a/ram/ram0.raw")?.[500];
+    assert.ok(page !== undefined);
+    await withDamaged(
+      (dir) => flipByte(join(dir, "vms/a/ram/ram0.raw"), page * 4096 + 123),
+      async () => {
+        const restore = await lab.cli(["restore", "s1", "--strategy", "hotrestore", "--paging", "kernel"]);
+        assert.equal(restore.code, 1, restore.stderr);
+        // Found by the fill or by a page-cache miss, whichever reads the chunk first: either way the
+        // kernel never got its bytes (the miss was answered EIO), and the error names VM and file.
+        assert.match(restore.stderr, /VM a: .*vms\/a\/ram\/ram0\.raw: chunk \d+ checksum mismatch/);
+        assert.deepEqual(await lab.waitNoProcesses(10_000), [], "every QEMU the restore started was stopped");
+        assert.deepEqual(await ourMounts(lab.home), [], "no guest RAM file system is left mounted");
+      },
+    );
+  });
+
   it(`refuses ${DAMAGES} seeded damages before start, or at the first read of a damaged memory chunk`, async (t) => {
     const started = { wall: performance.now(), cpu: process.cpuUsage() };
     const source = await readPristine(pristineDir, ["a", "b"]);

@@ -48,7 +48,8 @@ describe("a page server that dies or stalls mid-restore", () => {
   /** Restores s1 with `fault`; returns the CLI's stderr and fault → b's destination gone, ms. */
   async function faultyRestore(fault: string, t: TestContext): Promise<{ stderr: string; ms: number }> {
     const since = Date.now();
-    const run = startCli(lab, ["restore", "s1"], { HOTRESTORE_FAULT: fault });
+    // The faults are the page server's: hotrestore on it, not on kernel paging.
+    const run = startCli(lab, ["restore", "s1", "--paging", "page-server"], { HOTRESTORE_FAULT: fault });
     const injected = await waitForLog(lab, since, faultInjected("b"));
     const destination = await qemuOf(lab, "b", true);
     assert.ok(destination !== undefined, "b's destination QEMU runs when the fault hits");

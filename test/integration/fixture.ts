@@ -7,6 +7,7 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ourMounts, unmountFuse } from "../../src/restore/vm/fuse/mount.ts";
 import { setTimeout as sleep } from "node:timers/promises";
 import { cli as runCli, type Run } from "../../src/cli/run-cli.ts";
 
@@ -92,6 +93,9 @@ export class Lab {
     if (daemon !== undefined) kill(daemon);
     for (const pid of await this.processes()) kill(pid);
     await this.waitNoProcesses(5_000);
+    // A killed daemon leaves its guest RAM file systems mounted (its next start would clean them):
+    // rm would fail inside one.
+    for (const dir of await ourMounts(this.home)) await unmountFuse(dir);
     await rm(this.home, { recursive: true, force: true });
   }
 }

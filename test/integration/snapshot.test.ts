@@ -155,10 +155,16 @@ describe("cluster snapshot and full restore on real VMs", () => {
   });
 
   // The contract every restore strategy keeps (Hono's common.case habit: one suite, every implementation).
-  for (const strategy of STRATEGIES) {
-    it(`restore --strategy ${strategy}: every guest continues from the cut, disk and TCP flows included`, async () => {
+  // hotrestore twice: on kernel paging (the default where FUSE mounts, as here) and on the page server.
+  const variants = [
+    ...STRATEGIES.map((strategy) => ({ strategy, args: [] as string[] })),
+    { strategy: "hotrestore" as const, args: ["--paging", "page-server"] },
+  ];
+  for (const { strategy, args } of variants) {
+    const label = [strategy, ...args].join(" ");
+    it(`restore --strategy ${label}: every guest continues from the cut, disk and TCP flows included`, async () => {
       const restoreAt = performance.now();
-      const restore = await lab.cli(["restore", "s1", "--strategy", strategy, "--json"]);
+      const restore = await lab.cli(["restore", "s1", "--strategy", strategy, ...args, "--json"]);
       assert.equal(restore.code, 0, restore.stderr);
       const report = JSON.parse(restore.stdout) as {
         snapshot: string;
@@ -170,10 +176,13 @@ describe("cluster snapshot and full restore on real VMs", () => {
           startedMs: number;
           pagesBeforeStart: number;
           faults: number;
+          paging: string | null;
         }[];
       };
       assert.equal(report.snapshot, "s1");
       assert.equal(report.strategy, strategy);
+      const paging = strategy !== "hotrestore" ? null : args.length > 0 ? "page-server" : "kernel";
+      for (const vm of report.vms) assert.equal(vm.paging, paging, vm.name);
       assert.deepEqual(report.vms.map((vm) => vm.name).sort(), ["app", "db", "web"]);
       for (const vm of ["db", "app", "web"]) {
         const counter = Number(await exec(vm, "cat /tmp/ctr"));

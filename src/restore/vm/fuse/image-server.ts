@@ -40,11 +40,12 @@ const CHUNK_BYTES = CHUNK_PAGES * PAGE_SIZE;
 /** Kernel read-ahead on a miss: 128 KiB, two chunks (bigger reads cost the faulting guest more). */
 const DEFAULT_MAX_READAHEAD = 128 * 1024;
 /**
- * Largest READ: 128 KiB. QEMU madvises guest RAM MADV_HUGEPAGE, and the kernel then reads 2 MiB
- * around every miss even with read-ahead off; in 1 MiB READs that made fault service p99 5-6 ms,
- * in 128 KiB ones 2-3 ms (64 KiB ones were no better, and the guest waited for more of them).
+ * Largest READ: 64 KiB, one chunk. QEMU madvises guest RAM MADV_HUGEPAGE, and the kernel then reads
+ * the 2 MiB around every miss even with read-ahead off. Hand runs, 512 MiB VM: in 1 MiB READs fault
+ * service p99 was 5-6 ms, in 128 KiB ones 2.2-3.2 ms, in 64 KiB ones (with 256 KiB stores,
+ * kernel-paged.ts) 1.9-2.1 ms.
  */
-const MAX_PAGES = 32;
+const MAX_PAGES = 16;
 
 export interface ServedRead {
   /** ms since the restore command */
@@ -94,7 +95,7 @@ export class FuseImageServer {
     this.#worker = worker;
     this.#verified = new Uint8Array(verified);
     this.#table = options.memory.chunkTable(options.blockId);
-    this.path = join(options.mountDir, `${options.blockId}.raw`);
+    this.path = join(options.mountDir, fileNameOf(options.blockId));
     this.#workerEnded = new Promise((resolve) => {
       worker.on("message", (message: WorkerMessage) => this.#message(message));
       worker.on("error", (error) => this.#fail(`its FUSE worker failed: ${messageOf(error)}`));
@@ -110,7 +111,7 @@ export class FuseImageServer {
     const verified = new SharedArrayBuffer(chunkCount(table.pages));
     const init: WorkerInit = {
       deviceFd,
-      fileName: `${options.blockId}.raw`,
+      fileName: fileNameOf(options.blockId),
       rawPath: table.path,
       label: table.label,
       pages: table.pages,
@@ -255,4 +256,9 @@ export class FuseImageServer {
     })();
     return this.#closing;
   }
+}
+
+/** The served file's name: the block's id made one path component (ids such as "0000:00:02.0/vga.vram" hold slashes). */
+function fileNameOf(blockId: string): string {
+  return `${encodeURIComponent(blockId)}.raw`;
 }
