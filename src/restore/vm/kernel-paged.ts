@@ -26,6 +26,10 @@ import { faultHistogram, stallTtr } from "./strategy-figures.ts";
  *     ask for no read-ahead, but QEMU madvises guest RAM MADV_HUGEPAGE and the kernel then reads
  *     the 2 MiB around a miss anyway (in READs of at most 128 KiB: image-server.ts).
  *
+ * W0 is the restore line's, as on the page server (DEFAULT_W0_PAGES). Hand runs, 512 MiB VM,
+ * refined working set: W0 1024 latency 311-400 ms, responsive 0.87-1.08 s; W0 4096 (every copied
+ * page) 461-520 ms and 0.89-1.01 s: storing more before start bought nothing the fill does not.
+ *
  * The window is unbounded: after start the fill runs as fast as it can. With post-copy every
  * background page costs the destination a UFFDIO_COPY in its listen thread and competes with
  * urgent pages on one socket, so the page server keeps a window; a page-cache fill costs the

@@ -12,7 +12,7 @@ import {
 } from "../../../snapshot/store/index.ts";
 import { HrError, messageOf } from "../../../util/errors.ts";
 import { mountFuse, unmountFuse } from "./mount.ts";
-import { takeFuseWorker } from "./worker-pool.ts";
+import { returnFuseWorker, takeFuseWorker } from "./worker-pool.ts";
 import { FILE_NODE } from "./responder.ts";
 import { encodeNotifyStoreHeader } from "./wire.ts";
 import type { WorkerInit, WorkerMessage } from "./worker-types.ts";
@@ -76,7 +76,8 @@ export class FuseImageServer {
   readonly #worker: Worker;
   readonly #verified: Uint8Array;
   readonly #table: ReturnType<VmMemoryReader["chunkTable"]>;
-  readonly #workerEnded: Promise<void>;
+  /** true: the worker said "ended" (it can serve again); false: it exited. */
+  readonly #workerEnded: Promise<boolean>;
   #pin: FileHandle | undefined;
   #syncFd: number | undefined;
   readonly #span = Buffer.allocUnsafe(RANGE_CHUNKS * CHUNK_BYTES);
@@ -97,9 +98,12 @@ export class FuseImageServer {
     this.#table = options.memory.chunkTable(options.blockId);
     this.path = join(options.mountDir, fileNameOf(options.blockId));
     this.#workerEnded = new Promise((resolve) => {
-      worker.on("message", (message: WorkerMessage) => this.#message(message));
+      worker.on("message", (message: WorkerMessage) => {
+        if (message.type === "ended") resolve(true);
+        else this.#message(message);
+      });
       worker.on("error", (error) => this.#fail(`its FUSE worker failed: ${messageOf(error)}`));
-      worker.on("exit", () => resolve());
+      worker.on("exit", () => resolve(false));
     });
   }
 
@@ -185,6 +189,7 @@ export class FuseImageServer {
       case "failed":
         this.#fail(message.message);
         return;
+      case "warm":
       case "ended":
         return;
     }
@@ -244,10 +249,11 @@ export class FuseImageServer {
       await unmountFuse(this.#options.mountDir);
       // An unmount that failed (never mounted) leaves the worker reading: closing the device ends it.
       const ended = await Promise.race([
-        this.#workerEnded.then(() => true),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref()),
+        this.#workerEnded,
+        new Promise<boolean | undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000).unref()),
       ]);
-      if (!ended) await this.#worker.terminate().catch(() => undefined);
+      if (ended === true) returnFuseWorker(this.#worker);
+      else await this.#worker.terminate().catch(() => undefined);
       try {
         closeSync(this.#deviceFd);
       } catch {

@@ -16,14 +16,15 @@ import type { WorkerInit, WorkerMessage } from "./worker-types.ts";
  * `verified` array, which the main thread's pushes read and mark too.
  *
  * Life: loaded ahead of need (worker-pool.ts: loading takes ~0.35 s, too long for a restore to
- * wait), it says "warm", then waits for one WorkerInit, serves that one mount and ends.
+ * wait), it says "warm", then serves one WorkerInit's mount at a time, saying "ended" after each;
+ * the pool takes it back for the next restore.
  */
 const port = parentPort;
 if (port === null) throw new Error("worker.ts runs as a worker thread");
 const post = (message: WorkerMessage): void => port.postMessage(message);
-port.once("message", (init: WorkerInit) => {
+// One mount at a time; "ended" after each, and the pool may hand this thread the next one.
+port.on("message", (init: WorkerInit) => {
   serve(init);
-  port.close();
 });
 post({ type: "warm" });
 
