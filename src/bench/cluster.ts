@@ -42,6 +42,7 @@ const RUNS: [strategy: string, order: string, extra: string[]][] = [
   ["hotrestore", "simultaneous", []],
   ["hotrestore", "restore-line", ["--no-hold"]],
   ["hotrestore", "restore-line", []],
+  ["hotrestore", "restore-line", ["--paging", "kernel"]],
   ["full", "restore-line", []],
   ["mmap", "simultaneous", []],
   ["lazy", "restore-line", []],
@@ -96,7 +97,7 @@ export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
         const versus = simulateReal(report);
         const ttrs = report.vms.flatMap((vm) => (vm.ttrMs === null ? [] : [vm.ttrMs]));
         const row: ClusterBenchRow = {
-          run: `${strategy}/${order}${report.hold ? "" : " no-hold"}`,
+          run: `${strategy}${extra.includes("kernel") ? " kernel" : ""}/${order}${report.hold ? "" : " no-hold"}`,
           strategy,
           order,
           hold: report.hold,

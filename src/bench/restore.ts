@@ -67,14 +67,14 @@ function qemuRow(memoryMiB: number, restoreLatencyMs: number): RestoreBenchRow {
 }
 
 /**
- * In this order: hotrestore on the snapshot's own working set, the baselines, hotrestore on the
- * page server (post-copy: its faults show the refined working set's recall), then hotrestore
- * again on the working set the lazy and page-server restores refined.
+ * In this order: hotrestore on the snapshot's own working set, the baselines, then on the working
+ * set the post-copy restores refined: hotrestore on kernel paging (`--paging kernel`) and on the
+ * page server (the default).
  */
 const RUNS: { strategy: Strategy; run: string; args: string[] }[] = [
   { strategy: "hotrestore", run: "hotrestore", args: [] },
   ...STRATEGIES.filter((s) => s !== "hotrestore").map((strategy) => ({ strategy, run: strategy, args: [] })),
-  { strategy: "hotrestore", run: "hotrestore-page-server", args: ["--paging", "page-server"] },
+  { strategy: "hotrestore", run: "hotrestore-kernel", args: ["--paging", "kernel"] },
   { strategy: "hotrestore", run: "hotrestore-refined", args: [] },
 ];
 

@@ -44,9 +44,6 @@ export interface ExecReply {
  * Executes actions. Owns the (one) running cluster. Operations that change the cluster run one
  * at a time; a second one while the first runs is refused with CONTROLLER_BUSY.
  */
-/** FUSE workers a daemon keeps loaded: one per VM of a cluster of this size restores at once. */
-const WARM_FUSE_WORKERS = 4;
-
 export class Controller {
   private cluster: Cluster | undefined;
   private busy: string | undefined;
@@ -60,8 +57,8 @@ export class Controller {
 
   /**
    * What a daemon does once at start, in the background: unmount guest RAM file systems a
-   * previous daemon left behind (it was killed: its QEMUs died with it), and load FUSE workers
-   * for hotrestore's kernel paging ahead of the first restore (fuse/worker-pool.ts).
+   * previous daemon left behind (it was killed: its QEMUs died with it). FUSE workers for
+   * kernel paging are loaded by the first restore that asks for it, and kept (worker-pool.ts).
    */
   async prepare(): Promise<void> {
     for (const dir of await ourMounts(join(this.options.stateDir, "run"))) {
@@ -69,7 +66,6 @@ export class Controller {
       if (problem === undefined) this.options.log.warn({ dir }, "unmounted a stale guest RAM file system");
       else this.options.log.error({ dir, problem }, "cannot unmount a stale guest RAM file system");
     }
-    if ((await fuseUnavailable()) === undefined) warmFuseWorkers(WARM_FUSE_WORKERS);
   }
 
   get hasCluster(): boolean {
@@ -269,7 +265,13 @@ export class Controller {
       // Every check that needs no QEMU, before the running cluster is stopped: a damaged
       // snapshot is refused and leaves what runs alone.
       const inputs = await preflightRestore(snapshot);
-      if (action.strategy === "hotrestore") warmFuseWorkers(inputs.spec.vms.length);
+      if (
+        action.strategy === "hotrestore" &&
+        (action.paging === "kernel" || action.paging === "auto") &&
+        (await fuseUnavailable()) === undefined
+      ) {
+        warmFuseWorkers(inputs.spec.vms.length);
+      }
       const image = await loadGuestImage(this.options.guestDir);
       const accel = await chooseAccel(image, this.options.cacheDir);
       if (this.cluster) {

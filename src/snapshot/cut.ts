@@ -72,6 +72,16 @@ export async function snapshotCluster(
   progress: Progress = () => undefined,
 ): Promise<SnapshotReport> {
   const started = performance.now();
+  const fileBacked = [...cluster.vms.values()].filter((vm) => vm.fileBackedRam).map((vm) => vm.spec.name);
+  if (fileBacked.length > 0) {
+    throw new HrError(
+      "SNAPSHOT_UNSUPPORTED",
+      `snapshot ${name}: VM ${fileBacked.join(", VM ")} ${fileBacked.length > 1 ? "were" : "was"} restored with guest RAM mapped from a file (mmap, or hotrestore --paging kernel), which QEMU's background snapshot cannot save`,
+      {
+        hint: "restore with another strategy (hotrestore's default page server, lazy, workingset or full), then snapshot",
+      },
+    );
+  }
   const builder = await store.begin(name);
   const vms = [...cluster.vms.values()];
   const sw = cluster.switch;

@@ -43,6 +43,7 @@ export const QMP_CONNECT_TIMEOUT_MS = 15_000;
 
 export class Vm {
   readonly #cleanups: Promise<void>[] = [];
+  #fileBackedRam = false;
   readonly spec: VmSpec;
   readonly dir: string;
   private readonly log: Logger;
@@ -60,6 +61,14 @@ export class Vm {
     this.spec = spec;
     this.dir = dir;
     this.log = log.child({ vm: spec.name });
+  }
+
+  /**
+   * Guest RAM maps a file (a restore by `mmap` or on kernel paging), not anonymous memory: QEMU's
+   * background-snapshot, which our snapshots use, refuses such a VM.
+   */
+  get fileBackedRam(): boolean {
+    return this.#fileBackedRam;
   }
 
   get pid(): number | undefined {
@@ -84,6 +93,7 @@ export class Vm {
   /** Spawns QEMU and connects QMP and the agent socket (the guest is still booting afterwards). */
   async start(options: VmStartOptions): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    this.#fileBackedRam = options.ramBackend !== undefined;
     const qmpSocket = join(this.dir, "qmp.sock");
     const agentSocket = join(this.dir, "agent.sock");
     await Promise.all([rm(qmpSocket, { force: true }), rm(agentSocket, { force: true })]);

@@ -159,43 +159,39 @@ describe("a damaged snapshot is refused before any guest runs on it", () => {
     );
   });
 
-  it("a damaged memory chunk fails a full restore before the guest runs, and no process is left", async () => {
+  /** Runs `check` with one bit flipped in a stored page of VM a's RAM image. */
+  async function withDamagedMemory(check: () => Promise<void>): Promise<void> {
     const source = await readPristine(pristineDir, ["a", "b"]);
     const page = source.presentPages.get("vms/a/ram/ram0.raw")?.[500];
     assert.ok(page !== undefined);
-    await withDamaged(
-      (dir) => flipByte(join(dir, "vms/a/ram/ram0.raw"), page * 4096 + 123),
-      async () => {
-        const restore = await lab.cli(["restore", "s1", "--strategy", "full"]);
-        assert.equal(restore.code, 1, restore.stderr);
-        assert.match(
-          restore.stderr,
-          /VM a: .*vms\/a\/ram\/ram0\.raw: chunk \d+ checksum mismatch \(step PREPARE\)/,
-        );
-        assert.deepEqual(await lab.waitNoProcesses(10_000), [], "every QEMU the restore started was stopped");
-      },
-    );
+    await withDamaged((dir) => flipByte(join(dir, "vms/a/ram/ram0.raw"), page * 4096 + 123), check);
+  }
+
+  it("a damaged memory chunk fails a full restore before the guest runs, and no process is left", async () => {
+    await withDamagedMemory(async () => {
+      const restore = await lab.cli(["restore", "s1", "--strategy", "full"]);
+      assert.equal(restore.code, 1, restore.stderr);
+      assert.match(
+        restore.stderr,
+        /VM a: .*vms\/a\/ram\/ram0\.raw: chunk \d+ checksum mismatch \(step PREPARE\)/,
+      );
+      assert.deepEqual(await lab.waitNoProcesses(10_000), [], "every QEMU the restore started was stopped");
+    });
+  });
+
+  it("a damaged memory chunk fails a kernel-paged hotrestore, never reaching the guest; no process or mount is left", async () => {
+    await withDamagedMemory(async () => {
+      const restore = await lab.cli(["restore", "s1", "--strategy", "hotrestore", "--paging", "kernel"]);
+      assert.equal(restore.code, 1, restore.stderr);
+      // Found by the fill or by a page-cache miss, whichever reads the chunk first: either way the
+      // kernel never got its bytes (the miss was answered EIO), and the error names VM and file.
+      assert.match(restore.stderr, /VM a: .*vms\/a\/ram\/ram0\.raw: chunk \d+ checksum mismatch/);
+      assert.deepEqual(await lab.waitNoProcesses(10_000), [], "every QEMU the restore started was stopped");
+      assert.deepEqual(await ourMounts(lab.home), [], "no guest RAM file system is left mounted");
+    });
   });
 
   // Last, with no VM running: judged in-process, the damages need no QEMU.
-  it("a damaged memory chunk fails a kernel-paged hotrestore, never reaching the guest; no process or mount is left", async () => {
-    const source = await readPristine(pristineDir, ["a", "b"]);
-    const page = source.presentPages.get("vms/a/ram/ram0.raw")?.[500];
-    assert.ok(page !== undefined);
-    await withDamaged(
-      (dir) => flipByte(join(dir, "vms/a/ram/ram0.raw"), page * 4096 + 123),
-      async () => {
-        const restore = await lab.cli(["restore", "s1", "--strategy", "hotrestore", "--paging", "kernel"]);
-        assert.equal(restore.code, 1, restore.stderr);
-        // Found by the fill or by a page-cache miss, whichever reads the chunk first: either way the
-        // kernel never got its bytes (the miss was answered EIO), and the error names VM and file.
-        assert.match(restore.stderr, /VM a: .*vms\/a\/ram\/ram0\.raw: chunk \d+ checksum mismatch/);
-        assert.deepEqual(await lab.waitNoProcesses(10_000), [], "every QEMU the restore started was stopped");
-        assert.deepEqual(await ourMounts(lab.home), [], "no guest RAM file system is left mounted");
-      },
-    );
-  });
-
   it(`refuses ${DAMAGES} seeded damages before start, or at the first read of a damaged memory chunk`, async (t) => {
     const started = { wall: performance.now(), cpu: process.cpuUsage() };
     const source = await readPristine(pristineDir, ["a", "b"]);

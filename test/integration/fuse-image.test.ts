@@ -122,4 +122,19 @@ describe("FUSE image server (real kernel FUSE)", { skip: unavailable }, () => {
     assert.match(failure.message, new RegExp(`page ${page}\\b`));
     assert.match(failure.message, /chunk 2 checksum mismatch/);
   });
+  it("close ends the connection even while a process still holds the file (that process then fails, it does not wait)", async () => {
+    let held: Awaited<ReturnType<typeof open>> | undefined;
+    await serve(async (running) => {
+      held = await open(running.path, "r");
+      await held.read(Buffer.alloc(4096), 0, 4096, 0);
+      const closing = running.close();
+      const bounded = new Promise<"late">((resolve) => setTimeout(() => resolve("late"), 10_000).unref());
+      assert.notEqual(await Promise.race([closing.then(() => "closed" as const), bounded]), "late");
+      await assert.rejects(
+        held.read(Buffer.alloc(4096), 0, 4096, 8 * 4096),
+        /ENOTCONN|ECONNABORTED|EIO|not connected/i,
+      );
+    });
+    await held?.close().catch(() => undefined);
+  });
 });

@@ -279,6 +279,7 @@ async function fillInOrder(
     // Trimmed now: the worker may have served part of it meanwhile.
     const range = trimChecked(server, planned);
     if (server.failure) throw server.failure;
+    if (server.closed) return; // the VM stopped (its QEMU exited): nothing left to fill
     if (range.count === 0) continue;
     server.storeChunks(range.first, range.count);
     await new Promise((resolve) => setImmediate(resolve));

@@ -71,7 +71,11 @@ export interface VmRestoreContext {
   timeoutMs: number;
   /** hotrestore: working-set pages to load before start (the restore line's W0). */
   w0Pages?: number;
-  /** hotrestore: "auto" (default) is kernel paging where FUSE can be mounted, else the page server. */
+  /**
+   * hotrestore: "page-server" (the default: a VM on kernel paging maps a file, and QEMU's
+   * background-snapshot, which our snapshots use, refuses file-backed RAM), "kernel", or "auto"
+   * (kernel paging where FUSE can be mounted, else the page server).
+   */
   paging?: Paging | "auto";
 }
 
@@ -148,7 +152,7 @@ export function restoreVm(strategy: Strategy, ctx: VmRestoreContext): VmRestoreH
 function hotrestore(ctx: VmRestoreContext): VmRestoreHandle {
   let inner: VmRestoreHandle | undefined;
   const chosen = (async () => {
-    const wanted = ctx.paging ?? "auto";
+    const wanted = ctx.paging ?? "page-server";
     if (wanted === "page-server") return lazyKind("hotrestore", ctx);
     const why = await fuseUnavailable();
     if (why === undefined) return kernelPagedRestore(ctx);

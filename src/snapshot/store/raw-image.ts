@@ -100,10 +100,11 @@ export function readCheckedSpanSync(
     throw readError(label, error);
   }
   for (let chunk = span.first; chunk < span.first + span.count; chunk++) {
-    if (checks.checked(chunk)) continue;
     const at = (chunk - span.first) * CHUNK_PAGES * PAGE_SIZE;
     const chunkBytes = chunkLength(chunk, pageCount);
+    // A short read is damage even in a chunk checked before (the buffer's tail would be stale).
     if (at + chunkBytes > read) throw corrupt(label, `chunk ${chunk} truncated`);
+    if (checks.checked(chunk)) continue;
     if (!chunkMatches(into.subarray(at, at + chunkBytes), expectedSum(sums, chunk))) {
       throw corrupt(label, `chunk ${chunk} checksum mismatch`);
     }

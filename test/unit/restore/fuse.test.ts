@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { parseFuseMounts } from "../../../src/restore/vm/fuse/mount.ts";
+import { connectionOf, parseFuseMounts } from "../../../src/restore/vm/fuse/mount.ts";
 import { FILE_NODE, FuseFileResponder } from "../../../src/restore/vm/fuse/responder.ts";
 import {
   decodeInit,
@@ -245,5 +245,19 @@ describe("kernel paging: what is filled, in which order", () => {
       { first: 11, count: 1 },
     ]);
     assert.deepEqual(pageRuns([]), []);
+  });
+});
+
+describe("FUSE connection of a mount", () => {
+  it("is the minor of the mount's device, found by mount point", () => {
+    const text = [
+      "41 30 0:52 / /run/hr/vms/a\\040b/ram-fuse rw,relatime - fuse hotrestore rw,user_id=0",
+      "43 30 0:54 / /run/hr/vms/c/ram-fuse rw,relatime shared:5 - fuse hotrestore rw",
+      "44 30 0:55 / /run/hr/vms/d rw,relatime - ext4 /dev/vda rw",
+    ].join("\n");
+    assert.equal(connectionOf(text, "/run/hr/vms/a b/ram-fuse"), 52);
+    assert.equal(connectionOf(text, "/run/hr/vms/c/ram-fuse"), 54);
+    assert.equal(connectionOf(text, "/run/hr/vms/d"), undefined, "not a FUSE mount");
+    assert.equal(connectionOf(text, "/elsewhere"), undefined);
   });
 });

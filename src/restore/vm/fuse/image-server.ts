@@ -1,5 +1,5 @@
 import { closeSync, constants, openSync, writevSync } from "node:fs";
-import { mkdir, open, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import type { Worker } from "node:worker_threads";
 import {
@@ -11,7 +11,7 @@ import {
   type VmMemoryReader,
 } from "../../../snapshot/store/index.ts";
 import { HrError, messageOf } from "../../../util/errors.ts";
-import { mountFuse, unmountFuse } from "./mount.ts";
+import { abortFuse, connectionOf, mountFuse, unmountFuse } from "./mount.ts";
 import { returnFuseWorker, takeFuseWorker } from "./worker-pool.ts";
 import { FILE_NODE } from "./responder.ts";
 import { encodeNotifyStoreHeader } from "./wire.ts";
@@ -80,6 +80,10 @@ export class FuseImageServer {
   readonly #workerEnded: Promise<boolean>;
   #pin: FileHandle | undefined;
   #syncFd: number | undefined;
+  /** The FUSE connection's number (fusectl), from mountinfo once mounted. */
+  #connection: number | undefined;
+  /** Set first thing by close(): stores are refused from then on (the device may be reused). */
+  #closed = false;
   readonly #span = Buffer.allocUnsafe(RANGE_CHUNKS * CHUNK_BYTES);
   #failure: HrError | undefined;
   #onFailure: ((error: HrError) => void) | undefined;
@@ -98,12 +102,25 @@ export class FuseImageServer {
     this.#table = options.memory.chunkTable(options.blockId);
     this.path = join(options.mountDir, fileNameOf(options.blockId));
     this.#workerEnded = new Promise((resolve) => {
-      worker.on("message", (message: WorkerMessage) => {
-        if (message.type === "ended") resolve(true);
-        else this.#message(message);
-      });
-      worker.on("error", (error) => this.#fail(`its FUSE worker failed: ${messageOf(error)}`));
-      worker.on("exit", () => resolve(false));
+      const onMessage = (message: WorkerMessage): void => {
+        if (message.type === "ended") {
+          forget();
+          resolve(true);
+        } else this.#message(message);
+      };
+      const onError = (error: Error): void => this.#fail(`its FUSE worker failed: ${messageOf(error)}`);
+      const onExit = (): void => {
+        forget();
+        resolve(false);
+      };
+      const forget = (): void => {
+        worker.off("message", onMessage);
+        worker.off("error", onError);
+        worker.off("exit", onExit);
+      };
+      worker.on("message", onMessage);
+      worker.on("error", onError);
+      worker.on("exit", onExit);
     });
   }
 
@@ -144,7 +161,16 @@ export class FuseImageServer {
     worker.postMessage(init);
     const server = new FuseImageServer(options, deviceFd, worker, verified);
     try {
-      server.#pin = await open(server.path, "r");
+      server.#connection = connectionOf(await readFile("/proc/self/mountinfo", "utf8"), options.mountDir);
+      // A worker that dies before INIT would leave this open waiting forever: race its end.
+      const pin = open(server.path, "r");
+      const ended = server.#workerEnded.then(() => {
+        throw new HrError(
+          "RESTORE_FAILED",
+          `VM ${options.vm}: its FUSE worker ended before the mount answered`,
+        );
+      });
+      server.#pin = await Promise.race([pin, ended]);
     } catch (error) {
       await server.close();
       throw error;
@@ -156,6 +182,11 @@ export class FuseImageServer {
   onFailure(listener: (error: HrError) => void): void {
     this.#onFailure = listener;
     if (this.#failure) listener(this.#failure);
+  }
+
+  /** close() has begun: nothing more will be stored. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   get failure(): HrError | undefined {
@@ -218,12 +249,16 @@ export class FuseImageServer {
    * READ under it, never for this thread (the deadlock rule above is about the worker's thread).
    */
   storeBytes(offset: number, data: Buffer): void {
+    if (this.#closed)
+      throw new HrError("RESTORE_FAILED", `VM ${this.#options.vm}: its guest RAM file system is closed`);
     writevSync(this.#deviceFd, [encodeNotifyStoreHeader(FILE_NODE, offset, data.length), data]);
     this.storedBytes += data.length;
   }
 
   /** Reads and checks chunks [first, first+count) (one positional read) and stores them. */
   storeChunks(first: number, count: number): void {
+    if (this.#closed)
+      throw new HrError("RESTORE_FAILED", `VM ${this.#options.vm}: its guest RAM file system is closed`);
     this.#syncFd ??= openSync(this.#table.path, "r");
     const bytes = readCheckedSpanSync(
       this.#syncFd,
@@ -241,13 +276,19 @@ export class FuseImageServer {
     this.storedBytes += bytes.length;
   }
 
-  /** Unmounts (the worker then ends) and closes everything. Idempotent; never throws. */
+  /**
+   * Unmounts, ends the connection (fusectl abort: a QEMU that still maps the file gets SIGBUS on
+   * its next miss instead of waiting, and a dead worker cannot hang our own close), gives the
+   * worker back to the pool once it says "ended", and closes the device. Idempotent; never throws.
+   */
   close(): Promise<void> {
+    this.#closed = true;
     this.#closing ??= (async () => {
+      await unmountFuse(this.#options.mountDir);
+      if (this.#connection !== undefined) await abortFuse(this.#connection);
       await this.#pin?.close().catch(() => undefined);
       if (this.#syncFd !== undefined) closeSync(this.#syncFd);
-      await unmountFuse(this.#options.mountDir);
-      // An unmount that failed (never mounted) leaves the worker reading: closing the device ends it.
+      this.#syncFd = undefined;
       const ended = await Promise.race([
         this.#workerEnded,
         new Promise<boolean | undefined>((resolve) => setTimeout(() => resolve(undefined), 2_000).unref()),

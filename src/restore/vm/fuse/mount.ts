@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, constants, openSync } from "node:fs";
-import { access, readFile } from "node:fs/promises";
+import { access, readdir, readFile, writeFile } from "node:fs/promises";
 import { HrError, messageOf } from "../../../util/errors.ts";
 
 /**
@@ -123,4 +123,36 @@ export function parseFuseMounts(mountinfo: string): string[] {
     );
   }
   return out;
+}
+
+const FUSECTL = "/sys/fs/fuse/connections";
+
+/** Pure: the FUSE connection number (the device minor) of the mount at `dir`, from mountinfo text. */
+export function connectionOf(mountinfo: string, dir: string): number | undefined {
+  for (const line of mountinfo.split("\n")) {
+    const fields = line.split(" ");
+    const mountPoint = fields[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) =>
+      String.fromCharCode(parseInt(octal, 8)),
+    );
+    if (mountPoint !== dir || !line.includes(" - fuse ")) continue;
+    const minor = Number(fields[2]?.split(":")[1]);
+    if (Number.isInteger(minor)) return minor;
+  }
+  return undefined;
+}
+
+/**
+ * Ends a FUSE connection at once (fusectl's `abort`, mounting fusectl if needed): every request
+ * waiting on it fails (a vCPU blocked on a miss gets SIGBUS, a close's FLUSH returns), and the
+ * worker's read gets ENODEV. An unmount alone does not end it while a process still maps the file.
+ * Never throws; says what failed.
+ */
+export async function abortFuse(connection: number): Promise<string | undefined> {
+  try {
+    if ((await readdir(FUSECTL)).length === 0) await run("mount", ["-t", "fusectl", "none", FUSECTL]);
+    await writeFile(`${FUSECTL}/${connection}/abort`, "1");
+    return undefined;
+  } catch (error) {
+    return messageOf(error);
+  }
 }

@@ -3,9 +3,9 @@ import type { WorkerMessage } from "./worker-types.ts";
 
 /**
  * FUSE workers loaded ahead of need. Loading one (a thread, tsx's loader, our modules) takes
- * ~0.35 s of CPU here: on a restore's path that would be most of hotrestore's latency. The
- * daemon warms `warmFuseWorkers(n)` when it starts; each restore takes one per VM and gives it
- * back when the VM's mount ends. An idle worker does not keep the process alive.
+ * ~0.35 s of CPU here. A restore on kernel paging asks for one per VM (`warmFuseWorkers`, before
+ * its QEMUs start), takes them and gives each back when its VM's mount ends, so later restores
+ * load none. An idle worker does not keep the process alive.
  */
 
 const ENTRY = new URL("./worker-entry.mjs", import.meta.url);
@@ -21,21 +21,61 @@ function load(): Promise<Worker> {
   return new Promise<Worker>((resolve, reject) => {
     const onMessage = (message: WorkerMessage): void => {
       if (message.type !== "warm") return;
-      worker.off("message", onMessage);
-      worker.off("error", reject);
+      forget();
       resolve(worker);
     };
+    const onError = (error: Error): void => {
+      forget();
+      reject(error);
+    };
+    const onExit = (code: number): void => {
+      forget();
+      reject(new Error(`a FUSE worker exited while loading (code ${code})`));
+    };
+    // Only our own listeners are removed: removeAllListeners() also took Node's, and the worker's
+    // messages then arrived only once it had ended.
+    const forget = (): void => {
+      worker.off("message", onMessage);
+      worker.off("error", onError);
+      worker.off("exit", onExit);
+    };
     worker.on("message", onMessage);
-    worker.once("error", reject);
+    worker.on("error", onError);
+    worker.on("exit", onExit);
   }).finally(() => {
     loading--;
   });
 }
 
+/** The listeners that drop a parked worker from the pool if it dies. */
+const parked = new Map<Worker, () => void>();
+
+/** Idle workers leave the pool if they die (an idle thread's error must not end the daemon). */
+function park(worker: Worker): void {
+  const drop = (): void => {
+    const at = idle.indexOf(worker);
+    if (at >= 0) idle.splice(at, 1);
+    unpark(worker);
+  };
+  worker.on("error", drop);
+  worker.on("exit", drop);
+  parked.set(worker, drop);
+  worker.unref();
+  idle.push(worker);
+}
+
+function unpark(worker: Worker): void {
+  const drop = parked.get(worker);
+  if (drop === undefined) return;
+  worker.off("error", drop);
+  worker.off("exit", drop);
+  parked.delete(worker);
+}
+
 function refill(): void {
   while (idle.length + loading < target) {
     load().then(
-      (worker) => idle.push(worker),
+      (worker) => park(worker),
       () => undefined, // the next take() loads its own and reports why
     );
   }
@@ -54,14 +94,12 @@ export function warmFuseWorkers(count: number): void {
  * back once its mount has ended.
  */
 export async function takeFuseWorker(): Promise<Worker> {
-  return idle.shift() ?? (await load());
+  const worker = idle.shift() ?? (await load());
+  unpark(worker);
+  return worker;
 }
 
-/** A worker whose mount ended ("ended"), ready for the next one. */
+/** A worker whose mount ended ("ended"), ready for the next one: its server removed its listeners. */
 export function returnFuseWorker(worker: Worker): void {
-  worker.removeAllListeners("message");
-  worker.removeAllListeners("error");
-  worker.removeAllListeners("exit");
-  worker.unref();
-  idle.push(worker);
+  park(worker);
 }

@@ -24,7 +24,13 @@ if (port === null) throw new Error("worker.ts runs as a worker thread");
 const post = (message: WorkerMessage): void => port.postMessage(message);
 // One mount at a time; "ended" after each, and the pool may hand this thread the next one.
 port.on("message", (init: WorkerInit) => {
-  serve(init);
+  try {
+    serve(init);
+  } catch (error) {
+    post({ type: "failed", message: `its FUSE worker stopped: ${messageOf(error)}` });
+  } finally {
+    post({ type: "ended" });
+  }
 });
 post({ type: "warm" });
 
@@ -127,5 +133,4 @@ function serve(init: WorkerInit): void {
     }
   }
   closeSync(image);
-  post({ type: "ended" });
 }
