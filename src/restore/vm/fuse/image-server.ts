@@ -12,7 +12,7 @@ import {
 } from "../../../snapshot/store/index.ts";
 import { HrError, messageOf } from "../../../util/errors.ts";
 import { abortFuse, connectionOf, mountFuse, unmountFuse } from "./mount.ts";
-import { returnFuseWorker, takeFuseWorker } from "./worker-pool.ts";
+import { listen, returnFuseWorker, takeFuseWorker } from "./worker-pool.ts";
 import { FILE_NODE } from "./responder.ts";
 import { encodeNotifyStoreHeader } from "./wire.ts";
 import type { WorkerInit, WorkerMessage } from "./worker-types.ts";
@@ -102,25 +102,18 @@ export class FuseImageServer {
     this.#table = options.memory.chunkTable(options.blockId);
     this.path = join(options.mountDir, fileNameOf(options.blockId));
     this.#workerEnded = new Promise((resolve) => {
-      const onMessage = (message: WorkerMessage): void => {
-        if (message.type === "ended") {
+      const forget = listen(worker, {
+        message: (message) => {
+          if (message.type !== "ended") return this.#message(message);
           forget();
           resolve(true);
-        } else this.#message(message);
-      };
-      const onError = (error: Error): void => this.#fail(`its FUSE worker failed: ${messageOf(error)}`);
-      const onExit = (): void => {
-        forget();
-        resolve(false);
-      };
-      const forget = (): void => {
-        worker.off("message", onMessage);
-        worker.off("error", onError);
-        worker.off("exit", onExit);
-      };
-      worker.on("message", onMessage);
-      worker.on("error", onError);
-      worker.on("exit", onExit);
+        },
+        error: (error) => this.#fail(`its FUSE worker failed: ${messageOf(error)}`),
+        exit: () => {
+          forget();
+          resolve(false);
+        },
+      });
     });
   }
 

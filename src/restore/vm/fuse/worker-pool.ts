@@ -14,6 +14,29 @@ const idle: Worker[] = [];
 let loading = 0;
 let target = 0;
 
+/**
+ * Attaches a worker's three listeners; the returned function removes exactly these. Only our own:
+ * removeAllListeners() also took Node's, and the worker's messages then arrived only once it had
+ * ended.
+ */
+export function listen(
+  worker: Worker,
+  on: {
+    message: (message: WorkerMessage) => void;
+    error: (error: Error) => void;
+    exit: (code: number) => void;
+  },
+): () => void {
+  worker.on("message", on.message);
+  worker.on("error", on.error);
+  worker.on("exit", on.exit);
+  return () => {
+    worker.off("message", on.message);
+    worker.off("error", on.error);
+    worker.off("exit", on.exit);
+  };
+}
+
 function load(): Promise<Worker> {
   loading++;
   const worker = new Worker(ENTRY);
@@ -24,24 +47,17 @@ function load(): Promise<Worker> {
       forget();
       resolve(worker);
     };
-    const onError = (error: Error): void => {
-      forget();
-      reject(error);
-    };
-    const onExit = (code: number): void => {
-      forget();
-      reject(new Error(`a FUSE worker exited while loading (code ${code})`));
-    };
-    // Only our own listeners are removed: removeAllListeners() also took Node's, and the worker's
-    // messages then arrived only once it had ended.
-    const forget = (): void => {
-      worker.off("message", onMessage);
-      worker.off("error", onError);
-      worker.off("exit", onExit);
-    };
-    worker.on("message", onMessage);
-    worker.on("error", onError);
-    worker.on("exit", onExit);
+    const forget = listen(worker, {
+      message: onMessage,
+      error: (error) => {
+        forget();
+        reject(error);
+      },
+      exit: (code) => {
+        forget();
+        reject(new Error(`a FUSE worker exited while loading (code ${code})`));
+      },
+    });
   }).finally(() => {
     loading--;
   });
