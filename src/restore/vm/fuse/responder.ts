@@ -12,6 +12,7 @@ import {
   encodeStatfsOut,
   Errno,
   FOPEN_KEEP_CACHE,
+  FOPEN_NOFLUSH,
   FUSE_MAJOR,
   FuseWireError,
   INIT_ASYNC_READ,
@@ -111,7 +112,7 @@ export class FuseFileResponder {
       }
       case Opcode.OPEN:
       case Opcode.OPENDIR:
-        return ok(encodeOpenOut(0n, FOPEN_KEEP_CACHE));
+        return ok(encodeOpenOut(0n, FOPEN_KEEP_CACHE | FOPEN_NOFLUSH));
       case Opcode.READ:
         return this.#readReply(request.unique, nodeid, decodeRead(request));
       case Opcode.READDIR:

@@ -71,6 +71,12 @@ export const INIT_MAX_PAGES = 1 << 22;
 
 /** open_flags: keep the page cache across opens (the file never changes). */
 export const FOPEN_KEEP_CACHE = 1 << 1;
+/**
+ * open_flags: no FLUSH on close. Without it every close waits for our answer, and a process that
+ * dies holding the file (QEMU, or the daemon itself with its pin, killed while it serves) hung in
+ * D state in fuse_flush once its server thread was gone (seen in CI after SIGKILLed daemons).
+ */
+export const FOPEN_NOFLUSH = 1 << 5;
 
 export const Errno = { ENOENT: 2, EIO: 5, EROFS: 30, ENOSYS: 38 } as const;
 
