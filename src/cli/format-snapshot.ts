@@ -10,10 +10,11 @@ export function formatSnapshotReport(report: SnapshotReport): string {
     `snapshot ${report.name}: cluster paused ${report.pauseMs} ms, took ${(report.durationMs / 1000).toFixed(1)} s, ${human(report.storedBytes)} stored`,
     `  ${report.path}`,
     table([
-      ["VM", "PAUSE", "MEMORY SAVED IN", "WRITTEN AFTER CUT (PAGES)"],
+      ["VM", "PAUSE", "SAVED", "MEMORY SAVED IN", "WORKING SET (PAGES)"],
       ...report.vms.map((vm) => [
         vm.name,
         `${vm.pauseMs} ms`,
+        vm.saved === "stopped" ? "stopped (file-backed RAM)" : "live",
         `${vm.captureMs} ms`,
         String(vm.workingSetPages),
       ]),

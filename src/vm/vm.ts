@@ -2,6 +2,7 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { GuestImage } from "../image/image.ts";
+import type { WorkingSetEntry } from "../snapshot/store/index.ts";
 import { QmpClient } from "../qmp/client.ts";
 import type { VmSpec } from "../spec/schema.ts";
 import { HrError, messageOf } from "../util/errors.ts";
@@ -64,8 +65,14 @@ export class Vm {
   }
 
   /**
+   * The working set of the snapshot this VM was restored from (set by the restore). A snapshot
+   * that has to stop and copy the VM (fileBackedRam) sees no writes after the cut: it keeps this.
+   */
+  restoredWorkingSet: (() => Promise<readonly WorkingSetEntry[]>) | undefined;
+
+  /**
    * Guest RAM maps a file (a restore by `mmap` or on kernel paging), not anonymous memory: QEMU's
-   * background-snapshot, which our snapshots use, refuses such a VM.
+   * background-snapshot (uffd write-protect) cannot track it, so a snapshot stops and copies it.
    */
   get fileBackedRam(): boolean {
     return this.#fileBackedRam;

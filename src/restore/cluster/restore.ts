@@ -209,6 +209,8 @@ export async function restoreCluster(
             await overlayDisk(snapshot.vmFilePath(vmName, DISK_FILE), disk);
           }
           progress({ step: "load", vm: vmName });
+          // Read when a snapshot asks, so it gets the working set as refined by then.
+          vm.restoredWorkingSet = () => snapshot.workingSet(vmName);
           const w0Pages = options.w0Pages ?? plan.line.w0[vmName] ?? DEFAULT_W0_PAGES;
           w0.set(vmName, options.strategy === "hotrestore" ? w0Pages : 0);
           const handle = restoreVm(options.strategy, {
