@@ -42,7 +42,7 @@ const RUNS: [strategy: string, order: string, extra: string[]][] = [
   ["hotrestore", "simultaneous", []],
   ["hotrestore", "restore-line", ["--no-hold"]],
   ["hotrestore", "restore-line", []],
-  ["hotrestore", "restore-line", ["--paging", "kernel"]],
+  ["hotrestore", "restore-line", ["--paging", "page-server"]],
   ["full", "restore-line", []],
   ["mmap", "simultaneous", []],
   ["lazy", "restore-line", []],
@@ -97,7 +97,7 @@ export async function clusterSuite(reps: number): Promise<ClusterBenchRow[]> {
         const versus = simulateReal(report);
         const ttrs = report.vms.flatMap((vm) => (vm.ttrMs === null ? [] : [vm.ttrMs]));
         const row: ClusterBenchRow = {
-          run: `${strategy}${extra.includes("kernel") ? " kernel" : ""}/${order}${report.hold ? "" : " no-hold"}`,
+          run: `${strategy}${extra.includes("page-server") ? " page-server" : ""}/${order}${report.hold ? "" : " no-hold"}`,
           strategy,
           order,
           hold: report.hold,

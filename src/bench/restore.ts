@@ -67,14 +67,14 @@ function qemuRow(memoryMiB: number, restoreLatencyMs: number): RestoreBenchRow {
 }
 
 /**
- * In this order: hotrestore on the snapshot's own working set, the baselines, then on the working
- * set the post-copy restores refined: hotrestore on kernel paging (`--paging kernel`) and on the
- * page server (the default).
+ * In this order: hotrestore (kernel paging, the default) on the snapshot's own working set, the
+ * baselines, then on the working set the post-copy restores refined: hotrestore on the page server
+ * (`--paging page-server`, which measures recall and refines again) and on kernel paging.
  */
 const RUNS: { strategy: Strategy; run: string; args: string[] }[] = [
   { strategy: "hotrestore", run: "hotrestore", args: [] },
   ...STRATEGIES.filter((s) => s !== "hotrestore").map((strategy) => ({ strategy, run: strategy, args: [] })),
-  { strategy: "hotrestore", run: "hotrestore-kernel", args: ["--paging", "kernel"] },
+  { strategy: "hotrestore", run: "hotrestore-page-server", args: ["--paging", "page-server"] },
   { strategy: "hotrestore", run: "hotrestore-refined", args: [] },
 ];
 

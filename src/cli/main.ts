@@ -258,8 +258,8 @@ program
   )
   .option(
     "--paging <paging>",
-    "hotrestore: how pages reach the guests: page-server (QEMU post-copy) | kernel (page cache through a checked FUSE file: faster to responsiveness, but the VM cannot be snapshotted again) | auto (kernel where FUSE mounts)",
-    "page-server",
+    "hotrestore: how pages reach the guests: auto (kernel where FUSE mounts, else page-server) | kernel (page cache through a checked FUSE file; a later snapshot stops and copies these VMs) | page-server (QEMU post-copy; refines the working set)",
+    "auto",
   )
   .option("--capture <dir>", "write each VM's frames during and after the restore to <dir>/<vm>.pcap")
   .option("--json", "print JSON")

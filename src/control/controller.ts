@@ -267,7 +267,7 @@ export class Controller {
       const inputs = await preflightRestore(snapshot);
       if (
         action.strategy === "hotrestore" &&
-        (action.paging === "kernel" || action.paging === "auto") &&
+        (action.paging ?? "auto") !== "page-server" &&
         (await fuseUnavailable()) === undefined
       ) {
         warmFuseWorkers(inputs.spec.vms.length);

@@ -72,9 +72,10 @@ export interface VmRestoreContext {
   /** hotrestore: working-set pages to load before start (the restore line's W0). */
   w0Pages?: number;
   /**
-   * hotrestore: "page-server" (the default: a VM on kernel paging maps a file, and QEMU's
-   * background-snapshot, which our snapshots use, refuses file-backed RAM), "kernel", or "auto"
-   * (kernel paging where FUSE can be mounted, else the page server).
+   * hotrestore: "auto" (the default: kernel paging where FUSE can be mounted, else the page
+   * server), "kernel" or "page-server". Kernel paging reaches responsiveness sooner (README); a
+   * VM on it maps a file, so a later snapshot stops and copies it (snapshot/cut.ts), and it does
+   * not refine the working set.
    */
   paging?: Paging | "auto";
 }
@@ -152,7 +153,7 @@ export function restoreVm(strategy: Strategy, ctx: VmRestoreContext): VmRestoreH
 function hotrestore(ctx: VmRestoreContext): VmRestoreHandle {
   let inner: VmRestoreHandle | undefined;
   const chosen = (async () => {
-    const wanted = ctx.paging ?? "page-server";
+    const wanted = ctx.paging ?? "auto";
     if (wanted === "page-server") return lazyKind("hotrestore", ctx);
     const why = await fuseUnavailable();
     if (why === undefined) return kernelPagedRestore(ctx);
