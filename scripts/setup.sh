@@ -11,6 +11,8 @@
 #   npm    `npm ci` when node_modules is missing or older than package-lock.json
 #   kernel the package linux-image-amd64 depends on, downloaded with `apt-get download` and
 #          extracted (dpkg -x) into $CACHE/kernel-pkg/, kept across guest rebuilds
+#   native host-side helpers from native/*.c (qemu-no-thp.so, for kernel-paged QEMUs), built with
+#          gcc into $CACHE/native/ when the hash of native/ differs from the one recorded there
 #   guest  the guest image, built by guest/build.sh when the hash of guest/ + this script differs
 #          from the one recorded in guest.json
 # Cache ($CACHE = ${HOTRESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hotrestore}):
@@ -18,6 +20,7 @@
 #                                downloaded: delete it to move to a newer Debian kernel
 #   images/<hash>-<time>-<pid>/  a built image: vmlinuz, initramfs.cpio.gz, guest.json
 #   guest -> images/<that>       symlink swapped atomically (rename) after a complete build
+#   native/                      host helpers (+ .hash), replaced whole after a complete build
 #   .setup.lock                  flock: concurrent setups wait for each other
 # Every failure prints `setup: step <name> failed: <what> — <how to fix>` and exits non-zero.
 set -euo pipefail
@@ -155,6 +158,29 @@ if [ ! -f "$kpkg/.complete" ]; then
   rm -rf "$dl"
 else
   say "kernel package cached ($(cat "$kpkg/.package" 2>/dev/null || echo unknown))"
+fi
+
+step=native
+native_hash=$(
+  cd "$repo"
+  find native -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+)
+native=$cache/native
+if [ "$(cat "$native/.hash" 2>/dev/null || true)" != "$native_hash" ] || [ ! -s "$native/qemu-no-thp.so" ]; then
+  work "building host helpers $native_hash"
+  staging=$cache/.native-$$
+  rm -rf "$staging"
+  mkdir -p "$staging"
+  gcc -O2 -Wall -Werror -shared -fPIC -o "$staging/qemu-no-thp.so" "$repo/native/qemu-no-thp.c" ||
+    { rm -rf "$staging"; fail "gcc native/qemu-no-thp.c" "apt-get install gcc libc6-dev, then rerun scripts/setup.sh"; }
+  echo "$native_hash" >"$staging/.hash"
+  # A QEMU still running with the old library keeps its mapping of the deleted file.
+  rm -rf "$native.old"
+  if [ -d "$native" ]; then mv "$native" "$native.old"; fi
+  mv "$staging" "$native"
+  rm -rf "$native.old"
+else
+  say "host helpers up to date ($native_hash)"
 fi
 
 step=guest

@@ -18,6 +18,11 @@ export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(homedir(), ".hotrestore");
 }
 
+/** native/qemu-no-thp.c as scripts/setup.sh builds it. */
+export function noThpShim(env: NodeJS.ProcessEnv = process.env): string {
+  return join(cacheDir(env), "native", "qemu-no-thp.so");
+}
+
 export function guestDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(cacheDir(env), "guest");
 }

@@ -47,6 +47,8 @@ export function thpDisablePrefix(arch: NodeJS.Architecture = process.arch): stri
 export interface SpawnOptions {
   /** Run without transparent huge pages (thpDisablePrefix). */
   noTransparentHugepages?: boolean;
+  /** A shared library to LD_PRELOAD into the command (e.g. native/qemu-no-thp.c). */
+  preload?: string;
 }
 
 export function spawnGuarded(
@@ -62,6 +64,7 @@ export function spawnGuarded(
     child = spawn(SETPRIV, ["--pdeathsig", "KILL", "--", ...prefix, command, ...args], {
       stdio: ["ignore", fd, fd],
       detached: false,
+      env: options.preload === undefined ? process.env : { ...process.env, LD_PRELOAD: options.preload },
     });
   } finally {
     closeSync(fd);

@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -6,6 +7,7 @@ import type { WorkingSetEntry } from "../snapshot/store/index.ts";
 import { QmpClient } from "../qmp/client.ts";
 import type { VmSpec } from "../spec/schema.ts";
 import { HrError, messageOf } from "../util/errors.ts";
+import { noThpShim } from "../util/paths.ts";
 import { AgentClient, type ExecResult } from "./agent-client.ts";
 import { QEMU } from "./accel.ts";
 import { qemuArgv, type Accel } from "./argv.ts";
@@ -37,6 +39,11 @@ export interface VmStartOptions {
    * zero a huge page (measured: W0 of 4096 scattered pages loaded in 2.2 s with THP, 1.2 s without).
    */
   noTransparentHugepages?: boolean;
+  /**
+   * QEMU's MADV_HUGEPAGE on guest RAM becomes a no-op (native/qemu-no-thp.c, LD_PRELOADed): on
+   * file-backed RAM it makes every page-cache miss read the 2 MiB around the page (kernel paging).
+   */
+  noHugepageAdvice?: boolean;
   extraArgs?: readonly string[];
 }
 
@@ -133,8 +140,15 @@ export class Vm {
     this.log.info({ argv }, "starting QEMU");
     this.diskFile = options.disk;
     this.diskNode = "disk0";
+    const preload = options.noHugepageAdvice === true ? noThpShim() : undefined;
+    if (preload !== undefined && !existsSync(preload)) {
+      throw new HrError("SETUP_INCOMPLETE", `VM ${this.spec.name}: ${preload} is missing`, {
+        hint: "run `npm run setup` (it builds native/qemu-no-thp.c with gcc)",
+      });
+    }
     const proc = spawnGuarded(QEMU, argv, join(this.dir, "qemu.log"), {
       noTransparentHugepages: options.noTransparentHugepages === true,
+      ...(preload === undefined ? {} : { preload }),
     });
     this.proc = proc;
     this.state = "booting";

@@ -13,7 +13,17 @@ interface Stats {
   touches?: number;
 }
 interface Status {
-  vms: { name: string; state: string; workloads?: Record<string, Stats> }[];
+  vms: { name: string; state: string; pid?: number; workloads?: Record<string, Stats> }[];
+}
+
+/** The VmFlags of the mapping of `file` in process `pid` (from /proc/PID/smaps). */
+async function mappingFlags(pid: number, file: string): Promise<string[] | undefined> {
+  let inside = false;
+  for (const line of (await readFile(`/proc/${pid}/smaps`, "utf8")).split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inside = line.endsWith(file);
+    else if (inside && line.startsWith("VmFlags:")) return line.slice("VmFlags:".length).trim().split(/\s+/);
+  }
+  return undefined;
 }
 
 const COUNTER = "(i=0; while true; do i=$((i+1)); echo $i > /tmp/ctr; sleep 0.1; done) > /dev/null 2>&1 &";
@@ -183,6 +193,17 @@ describe("cluster snapshot and full restore on real VMs", () => {
       assert.equal(report.strategy, strategy);
       const paging = strategy !== "hotrestore" ? null : args.length > 0 ? "page-server" : "kernel";
       for (const vm of report.vms) assert.equal(vm.paging, paging, vm.name);
+      if (paging === "kernel") {
+        // QEMU's MADV_HUGEPAGE on guest RAM is dropped (native/qemu-no-thp.c): a miss reads one page.
+        for (const vm of (await status()).vms) {
+          const flags = await mappingFlags(vm.pid ?? 0, "/ram0.raw");
+          assert.ok(flags !== undefined, `${vm.name}: guest RAM maps no ram0.raw`);
+          assert.ok(
+            !flags.includes("hg"),
+            `${vm.name}: guest RAM is madvised for huge pages (${flags.join(" ")})`,
+          );
+        }
+      }
       assert.deepEqual(report.vms.map((vm) => vm.name).sort(), ["app", "db", "web"]);
       for (const vm of ["db", "app", "web"]) {
         const counter = Number(await exec(vm, "cat /tmp/ctr"));

@@ -40,10 +40,10 @@ const CHUNK_BYTES = CHUNK_PAGES * PAGE_SIZE;
 /** Kernel read-ahead on a miss: 128 KiB, two chunks (bigger reads cost the faulting guest more). */
 const DEFAULT_MAX_READAHEAD = 128 * 1024;
 /**
- * Largest READ: 64 KiB, one chunk. QEMU madvises guest RAM MADV_HUGEPAGE, and the kernel then reads
- * the 2 MiB around every miss even with read-ahead off. Hand runs, 512 MiB VM: in 1 MiB READs fault
- * service p99 was 5-6 ms, in 128 KiB ones 2.2-3.2 ms, in 64 KiB ones (with 256 KiB stores,
- * kernel-paged.ts) 1.9-2.1 ms.
+ * Largest READ: 64 KiB, one chunk. Chosen while QEMU's MADV_HUGEPAGE made the kernel read the 2 MiB
+ * around every miss (a process mapping the file without it, or a kernel-paged QEMU since
+ * native/qemu-no-thp.c, reads one page). Hand runs, 512 MiB VM: in 1 MiB READs fault service p99
+ * was 5-6 ms, in 128 KiB ones 2.2-3.2 ms, in 64 KiB ones (with 256 KiB stores) 1.9-2.1 ms.
  */
 const MAX_PAGES = 16;
 
@@ -75,6 +75,8 @@ export class FuseImageServer {
   readonly #deviceFd: number;
   readonly #worker: Worker;
   readonly #verified: Uint8Array;
+  /** Chunks stored whole into the page cache by storeChunks (a READ may bring in one page only). */
+  readonly #stored: Uint8Array;
   readonly #table: ReturnType<VmMemoryReader["chunkTable"]>;
   /** true: the worker said "ended" (it can serve again); false: it exited. */
   readonly #workerEnded: Promise<boolean>;
@@ -99,6 +101,7 @@ export class FuseImageServer {
     this.#deviceFd = deviceFd;
     this.#worker = worker;
     this.#verified = new Uint8Array(verified);
+    this.#stored = new Uint8Array(this.#verified.length);
     this.#table = options.memory.chunkTable(options.blockId);
     this.path = join(options.mountDir, fileNameOf(options.blockId));
     this.#workerEnded = new Promise((resolve) => {
@@ -224,6 +227,11 @@ export class FuseImageServer {
     return this.#verified[chunk] === 1;
   }
 
+  /** Has chunk `chunk` been stored whole into the page cache? */
+  isStored(chunk: number): boolean {
+    return this.#stored[chunk] === 1;
+  }
+
   /** Does chunk `chunk` hold any stored (non-zero) page? */
   hasData(chunk: number): boolean {
     const first = chunk * CHUNK_PAGES;
@@ -260,8 +268,13 @@ export class FuseImageServer {
       this.#table.sums,
       { first, count },
       this.#span,
-      { checked: () => false, markChecked: (chunk) => (this.#verified[chunk] = 1) },
+      // The worker's policy too: a chunk checked once is read again without hashing it again.
+      {
+        checked: (chunk) => this.#verified[chunk] === 1,
+        markChecked: (chunk) => (this.#verified[chunk] = 1),
+      },
     );
+    this.#stored.fill(1, first, first + count);
     writevSync(this.#deviceFd, [
       encodeNotifyStoreHeader(FILE_NODE, first * CHUNK_BYTES, bytes.length),
       bytes,
