@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { open, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { FuseImageServer } from "../../src/restore/vm/fuse/image-server.ts";
+import { FuseImageServer, REQUEST_TIMEOUT_SEC } from "../../src/restore/vm/fuse/image-server.ts";
 import { fuseUnavailable, ourMounts } from "../../src/restore/vm/fuse/mount.ts";
 import { warmFuseWorkers } from "../../src/restore/vm/fuse/worker-pool.ts";
 import { CHUNK_PAGES, SnapshotStore } from "../../src/snapshot/store/index.ts";
@@ -39,6 +39,7 @@ describe("FUSE image server (real kernel FUSE)", { skip: unavailable }, () => {
   async function serve(
     run: (server: FuseImageServer, mountDir: string) => Promise<void>,
     name = "fuse",
+    extra: { stallReads?: boolean } = {},
   ): Promise<FuseImageServer> {
     const reader = await store.open(name);
     const mountDir = join(await dirs.make("hr-fuse-mnt-"), "ram");
@@ -49,6 +50,7 @@ describe("FUSE image server (real kernel FUSE)", { skip: unavailable }, () => {
       mountDir,
       commandAt: performance.now(),
       maxReadahead: 0,
+      ...extra,
     });
     try {
       await run(server, mountDir);
@@ -122,6 +124,37 @@ describe("FUSE image server (real kernel FUSE)", { skip: unavailable }, () => {
     assert.match(failure.message, new RegExp(`page ${page}\\b`));
     assert.match(failure.message, /chunk 2 checksum mismatch/);
   });
+  it("a stalled worker: the kernel ends the connection after the request timeout; the reader fails, the failure names the VM", async () => {
+    let failure: HrError | undefined;
+    await serve(
+      async (running) => {
+        running.onFailure((error) => {
+          failure = error;
+        });
+        const from = performance.now();
+        const handle = await open(running.path, "r");
+        try {
+          // The kernel's check runs every 15 s: the READ waits 15-30 s, then fails.
+          await assert.rejects(handle.read(Buffer.alloc(4096), 0, 4096, 0), /ECONNABORTED|ENOTCONN|EIO/i);
+        } finally {
+          await handle.close().catch(() => undefined);
+        }
+        const waited = performance.now() - from;
+        assert.ok(
+          waited >= REQUEST_TIMEOUT_SEC * 1000 - 1000 && waited < 60_000,
+          `waited ${Math.round(waited)} ms`,
+        );
+        for (let wait = 0; wait < 100 && failure === undefined; wait++)
+          await new Promise((r) => setTimeout(r, 20));
+      },
+      "fuse",
+      { stallReads: true },
+    );
+    assert.ok(failure, "the failure was reported");
+    assert.match(failure.message, /VM alpha: the connection of its guest RAM file system ended/);
+    assert.match(failure.message, /waits more than 15 s/);
+  });
+
   it("close ends the connection even while a process still holds the file (that process then fails, it does not wait)", async () => {
     let held: Awaited<ReturnType<typeof open>> | undefined;
     await serve(async (running) => {

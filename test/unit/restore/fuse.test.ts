@@ -15,7 +15,9 @@ import {
   Errno,
   FuseWireError,
   IN_HEADER_BYTES,
+  INIT2_REQUEST_TIMEOUT,
   INIT_ASYNC_READ,
+  INIT_EXT,
   INIT_MAX_PAGES,
   Opcode,
   ROOT_NODE,
@@ -135,6 +137,28 @@ describe("FUSE responder (one read-only file)", () => {
     assert.equal(reply.body.readUInt32LE(12), INIT_ASYNC_READ | INIT_MAX_PAGES);
     assert.equal(reply.body.readUInt16LE(28), 16, "max_pages");
     assert.throws(() => r.handle(encodeRequest(Opcode.INIT, 2n, 0n, initBody(8, 0))), FuseWireError);
+  });
+
+  it("asks for the request timeout when the kernel offers it (the real INIT does), not otherwise", () => {
+    const offered = decodeInit(decodeRequest(real("init")));
+    assert.ok((offered.flags & INIT_EXT) !== 0 && (offered.flags2 & INIT2_REQUEST_TIMEOUT) !== 0);
+    const r = new FuseFileResponder(FILE, { maxReadahead: 0, maxPages: 16, requestTimeoutSec: 15 }, () =>
+      Buffer.alloc(0),
+    );
+    const reply = one(r.handle(real("init")));
+    assert.equal(reply.body.readUInt32LE(12), INIT_ASYNC_READ | INIT_MAX_PAGES | INIT_EXT);
+    assert.equal(reply.body.readUInt32LE(32), INIT2_REQUEST_TIMEOUT, "flags2");
+    assert.equal(reply.body.readUInt16LE(40), 15, "request_timeout");
+    assert.equal(r.requestTimeoutSec, 15);
+    // A kernel without flags2 (no INIT_EXT): nothing asked, flags2 and request_timeout zero.
+    const old = new FuseFileResponder(FILE, { maxReadahead: 0, maxPages: 16, requestTimeoutSec: 15 }, () =>
+      Buffer.alloc(0),
+    );
+    const plain = one(old.handle(encodeRequest(Opcode.INIT, 1n, 0n, initBody(7, 31))));
+    assert.equal(plain.body.readUInt32LE(12), INIT_ASYNC_READ | INIT_MAX_PAGES);
+    assert.equal(plain.body.readUInt32LE(32), 0);
+    assert.equal(plain.body.readUInt16LE(40), 0);
+    assert.equal(old.requestTimeoutSec, null);
   });
 
   it("refuses requests before INIT", () => {

@@ -46,6 +46,13 @@ const DEFAULT_MAX_READAHEAD = 128 * 1024;
  * was 5-6 ms, in 128 KiB ones 2.2-3.2 ms, in 64 KiB ones (with 256 KiB stores) 1.9-2.1 ms.
  */
 const MAX_PAGES = 16;
+/**
+ * The stall bound: a request unanswered this long (s) makes the kernel abort the connection (FUSE
+ * 7.43 request timeouts; the kernel's minimum is 15 s and it checks every 15 s, so a stalled worker
+ * is noticed within 15-30 s, like the page server's 30 s). A QEMU waiting on a miss then gets
+ * SIGBUS, and the worker's read of the device fails: the restore fails naming the VM.
+ */
+export const REQUEST_TIMEOUT_SEC = 15;
 
 export interface ServedRead {
   /** ms since the restore command */
@@ -64,6 +71,10 @@ export interface FuseImageOptions {
   /** performance.now() of the restore command: `reads` are timed from it. */
   commandAt: number;
   maxReadahead?: number;
+  /** Default REQUEST_TIMEOUT_SEC. */
+  requestTimeoutSec?: number;
+  /** Tests: the worker answers no READ, as if it stalled. */
+  stallReads?: boolean;
 }
 
 export class FuseImageServer {
@@ -137,6 +148,8 @@ export class FuseImageServer {
       mtimeSec: Math.floor(Date.now() / 1000),
       maxReadahead: options.maxReadahead ?? DEFAULT_MAX_READAHEAD,
       maxPages: MAX_PAGES,
+      requestTimeoutSec: options.requestTimeoutSec ?? REQUEST_TIMEOUT_SEC,
+      ...(options.stallReads === true ? { stallReads: true } : {}),
     };
     try {
       await mountFuse(deviceFd, options.mountDir, MAX_PAGES * PAGE_SIZE);

@@ -15,7 +15,9 @@ import {
   FOPEN_NOFLUSH,
   FUSE_MAJOR,
   FuseWireError,
+  INIT2_REQUEST_TIMEOUT,
   INIT_ASYNC_READ,
+  INIT_EXT,
   INIT_MAX_PAGES,
   Opcode,
   ROOT_NODE,
@@ -44,6 +46,11 @@ export interface ResponderOptions {
   maxReadahead: number;
   /** Largest READ (pages). */
   maxPages: number;
+  /**
+   * Ask the kernel to abort the connection when a request waits longer than this (seconds; it
+   * takes at least 15 and checks every 15). 0: do not ask.
+   */
+  requestTimeoutSec?: number;
 }
 
 /** What a READ asked for, how it went, for the fault log. */
@@ -63,6 +70,8 @@ export class FuseFileResponder {
   /** Set by INIT; requests before it are refused (the kernel never sends any). */
   #initialised = false;
   lastRead: ReadEvent | undefined;
+  /** The request timeout the kernel was asked for at INIT; null when none (or not offered). */
+  requestTimeoutSec: number | null = null;
 
   constructor(file: ServedFile, options: ResponderOptions, read: (offset: number, size: number) => Buffer) {
     this.#file = file;
@@ -93,12 +102,18 @@ export class FuseFileResponder {
           throw new FuseWireError(`kernel speaks FUSE ${init.major}.${init.minor}, we speak ${FUSE_MAJOR}.x`);
         }
         this.#initialised = true;
+        const timeout = this.#options.requestTimeoutSec ?? 0;
+        const offered = (init.flags2 & INIT2_REQUEST_TIMEOUT) !== 0;
+        this.requestTimeoutSec = offered && timeout > 0 ? timeout : null;
         return ok(
           encodeInitOut({
             maxReadahead: this.#options.maxReadahead,
-            flags: INIT_ASYNC_READ | INIT_MAX_PAGES,
+            flags: INIT_ASYNC_READ | INIT_MAX_PAGES | (this.requestTimeoutSec === null ? 0 : INIT_EXT),
             maxPages: this.#options.maxPages,
             maxWrite: 4096,
+            ...(this.requestTimeoutSec === null
+              ? {}
+              : { flags2: INIT2_REQUEST_TIMEOUT, requestTimeoutSec: this.requestTimeoutSec }),
           }),
         );
       }

@@ -15,10 +15,12 @@
  *   notify   = out_header with unique 0 and error = notify code, then the notification's body
  *
  * Bodies used (offsets inside the body):
- *   INIT in      major u32 @0 | minor u32 @4 | max_readahead u32 @8 | flags u32 @12 (16+ bytes)
+ *   INIT in      major u32 @0 | minor u32 @4 | max_readahead u32 @8 | flags u32 @12 (16+ bytes) |
+ *                flags2 u32 @16 (7.36+, meaningful when flags has INIT_EXT)
  *   INIT out(64) major @0 | minor @4 | max_readahead @8 | flags @12 | max_background u16 @16 |
  *                congestion_threshold u16 @18 | max_write u32 @20 | time_gran u32 @24 |
- *                max_pages u16 @28 | map_alignment u16 @30 | flags2 u32 @32 | unused (zeros)
+ *                max_pages u16 @28 | map_alignment u16 @30 | flags2 u32 @32 (with INIT_EXT) |
+ *                max_stack_depth u32 @36 | request_timeout u16 @40 (seconds, 7.43+) | zeros
  *   LOOKUP in    name, NUL-terminated
  *   entry_out(128) nodeid u64 @0 | generation u64 @8 | entry_valid u64 @16 | attr_valid u64 @24 |
  *                entry_valid_nsec u32 @32 | attr_valid_nsec u32 @36 | attr(88) @40
@@ -68,6 +70,10 @@ export const NOTIFY_STORE = 4;
 /** INIT flags we ask for: reads may be concurrent; reads of up to max_pages pages. */
 export const INIT_ASYNC_READ = 1 << 0;
 export const INIT_MAX_PAGES = 1 << 22;
+/** flags2 is valid (in both directions). */
+export const INIT_EXT = 1 << 30;
+/** flags2 bit (FUSE_REQUEST_TIMEOUT, 1 << 42): the kernel aborts the connection when a request waits longer. */
+export const INIT2_REQUEST_TIMEOUT = 1 << 10;
 
 /** open_flags: keep the page cache across opens (the file never changes). */
 export const FOPEN_KEEP_CACHE = 1 << 1;
@@ -119,6 +125,8 @@ export interface InitIn {
   minor: number;
   maxReadahead: number;
   flags: number;
+  /** 0 unless the kernel sent it (flags has INIT_EXT). */
+  flags2: number;
 }
 
 export function decodeInit(request: FuseRequest): InitIn {
@@ -129,6 +137,7 @@ export function decodeInit(request: FuseRequest): InitIn {
     minor: body.readUInt32LE(4),
     maxReadahead: body.readUInt32LE(8),
     flags: body.readUInt32LE(12),
+    flags2: (body.readUInt32LE(12) & INIT_EXT) !== 0 && body.length >= 20 ? body.readUInt32LE(16) : 0,
   };
 }
 
@@ -174,6 +183,9 @@ export interface InitOut {
   flags: number;
   maxPages: number;
   maxWrite: number;
+  flags2?: number;
+  /** Seconds; sent with INIT2_REQUEST_TIMEOUT in flags2. */
+  requestTimeoutSec?: number;
 }
 
 export function encodeInitOut(init: InitOut): Buffer {
@@ -187,6 +199,8 @@ export function encodeInitOut(init: InitOut): Buffer {
   out.writeUInt32LE(init.maxWrite, 20);
   out.writeUInt32LE(1, 24); // time_gran: 1 ns
   out.writeUInt16LE(init.maxPages, 28);
+  out.writeUInt32LE(init.flags2 ?? 0, 32);
+  out.writeUInt16LE(init.requestTimeoutSec ?? 0, 40);
   return out;
 }
 

@@ -14,6 +14,10 @@ export interface WorkerInit {
   mtimeSec: number;
   maxReadahead: number;
   maxPages: number;
+  /** ResponderOptions.requestTimeoutSec. */
+  requestTimeoutSec: number;
+  /** Tests: answer no READ, as a stalled worker would. */
+  stallReads?: boolean;
 }
 
 export type WorkerMessage =

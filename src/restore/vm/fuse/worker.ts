@@ -82,7 +82,7 @@ function serve(init: WorkerInit): void {
 
   const responder = new FuseFileResponder(
     { name: init.fileName, size: init.pages * PAGE_SIZE, mtimeSec: init.mtimeSec },
-    { maxReadahead: init.maxReadahead, maxPages: init.maxPages },
+    { maxReadahead: init.maxReadahead, maxPages: init.maxPages, requestTimeoutSec: init.requestTimeoutSec },
     readChecked,
   );
 
@@ -98,7 +98,19 @@ function serve(init: WorkerInit): void {
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code ?? "";
       if (RETRY.has(code)) continue;
-      if (code !== "ENODEV") post({ type: "failed", message: `reading /dev/fuse: ${messageOf(error)}` });
+      // ENODEV: the connection ended. Ours on close (then the failure is ignored), or the kernel's
+      // when a request went unanswered for the request timeout.
+      post({
+        type: "failed",
+        message:
+          code === "ENODEV"
+            ? `the connection of its guest RAM file system ended${
+                responder.requestTimeoutSec === null
+                  ? ""
+                  : ` (the kernel ends it when a request waits more than ${responder.requestTimeoutSec} s: the FUSE worker stalled)`
+              }`
+            : `reading /dev/fuse: ${messageOf(error)}`,
+      });
       break;
     }
     const receivedAt = nowMs();
@@ -109,6 +121,7 @@ function serve(init: WorkerInit): void {
       post({ type: "failed", message: `FUSE request refused: ${messageOf(error)}` });
       break;
     }
+    if (init.stallReads === true && responder.lastRead !== undefined) continue;
     if (reply !== undefined) {
       try {
         writevSync(init.deviceFd, reply);
