@@ -49,7 +49,7 @@ describe("the daemon killed mid-operation", () => {
 
   it("during a restore's prefetch (a page server sending W0)", async () => {
     const since = Date.now();
-    const run = startCli(lab, ["restore", "s1"], holdB);
+    const run = startCli(lab, ["restore", "s1", "--paging", "page-server"], holdB);
     await waitForLog(lab, since, faultInjected("b"));
     killPid(await lab.daemonPid());
     const result = await run.done;
@@ -60,7 +60,7 @@ describe("the daemon killed mid-operation", () => {
   });
 
   it("after some VMs started (as-ready: a runs, b still loading)", async () => {
-    const run = startCli(lab, ["restore", "s1", "--order", "as-ready"], holdB);
+    const run = startCli(lab, ["restore", "s1", "--order", "as-ready", "--paging", "page-server"], holdB);
     await run.waitFor(/^\s*started a:/);
     killPid(await lab.daemonPid());
     const result = await run.done;

@@ -4,10 +4,11 @@ import { CHUNK_PAGES, PAGE_SIZE } from "../../snapshot/store/index.ts";
 import { HrError, messageOf } from "../../util/errors.ts";
 import { RAM_BLOCK_ID } from "../../vm/argv.ts";
 import { FuseImageServer, type ServedRead } from "./fuse/image-server.ts";
-import { DEFAULT_W0_PAGES } from "./lazy.ts";
+import { DEFAULT_W0_PAGES, earlyFaultOrder, MAX_WORKING_SET_PAGES } from "./lazy.ts";
 import { loadMmap } from "./mmap.ts";
 import type { FaultRecord } from "./page-server-log.ts";
 import type { PageRef } from "./page-server-space.ts";
+import { mergeFaultOrder } from "./postcopy-working-set.ts";
 import type { VmRestoreContext, VmRestoreFigures, VmRestoreHandle } from "./strategy.ts";
 import { faultHistogram, stallTtr } from "./strategy-figures.ts";
 
@@ -171,6 +172,16 @@ export function kernelPagedRestore(ctx: VmRestoreContext): VmRestoreHandle {
     const ramPages = workingSet.filter((ref) => ref.blockId === RAM_BLOCK_ID).map((ref) => ref.page);
     const order = fillOrder(ramPages.slice(w0), running.chunks, (chunk) => running.hasData(chunk));
     await Promise.race([fillInOrder(running, order), failed]);
+    // The fill ends early when the mount closed: by our stop, or because QEMU died on its own.
+    if (running.closed && vm.state === "failed") {
+      throw new HrError(
+        "VM_EXITED",
+        `VM ${name}: QEMU exited during the restore, before its memory was all in`,
+        {
+          hint: `its log: ${join(vm.dir, "qemu.log")}`,
+        },
+      );
+    }
     doneMs = sinceCommand();
   });
   finished.catch(() => undefined);
@@ -216,9 +227,20 @@ export function kernelPagedRestore(ctx: VmRestoreContext): VmRestoreHandle {
         paging: "kernel",
       };
     },
-    // For the same reason a kernel-paged restore does not refine the working set: lazy and
-    // page-server restores do (their faults are the guest's own accesses, page by page).
-    refinedWorkingSet: () => undefined,
+    // As on the page server (lazy.ts): W0, then the pages first missed up to REFINE_WINDOW_MS
+    // after start, then the rest of the old working set. A miss is one READ of the page the guest
+    // touched (native/qemu-no-thp.c), of a page neither W0 nor the fill had stored yet.
+    refinedWorkingSet: () =>
+      doneMs === undefined
+        ? undefined
+        : mergeFaultOrder(
+            workingSet,
+            earlyFaultOrder(
+              faults().filter((fault) => fault.afterStart),
+              startedMs === undefined ? undefined : startedMs * 1000,
+            ),
+            { prefetched: w0, maxPages: MAX_WORKING_SET_PAGES },
+          ),
   };
 }
 
