@@ -86,8 +86,6 @@ export class FuseImageServer {
   readonly #deviceFd: number;
   readonly #worker: Worker;
   readonly #verified: Uint8Array;
-  /** Chunks stored whole into the page cache by storeChunks (a READ may bring in one page only). */
-  readonly #stored: Uint8Array;
   readonly #table: ReturnType<VmMemoryReader["chunkTable"]>;
   /** true: the worker said "ended" (it can serve again); false: it exited. */
   readonly #workerEnded: Promise<boolean>;
@@ -112,7 +110,6 @@ export class FuseImageServer {
     this.#deviceFd = deviceFd;
     this.#worker = worker;
     this.#verified = new Uint8Array(verified);
-    this.#stored = new Uint8Array(this.#verified.length);
     this.#table = options.memory.chunkTable(options.blockId);
     this.path = join(options.mountDir, fileNameOf(options.blockId));
     this.#workerEnded = new Promise((resolve) => {
@@ -240,11 +237,6 @@ export class FuseImageServer {
     return this.#verified[chunk] === 1;
   }
 
-  /** Has chunk `chunk` been stored whole into the page cache? */
-  isStored(chunk: number): boolean {
-    return this.#stored[chunk] === 1;
-  }
-
   /** Does chunk `chunk` hold any stored (non-zero) page? */
   hasData(chunk: number): boolean {
     const first = chunk * CHUNK_PAGES;
@@ -287,7 +279,6 @@ export class FuseImageServer {
         markChecked: (chunk) => (this.#verified[chunk] = 1),
       },
     );
-    this.#stored.fill(1, first, first + count);
     writevSync(this.#deviceFd, [
       encodeNotifyStoreHeader(FILE_NODE, first * CHUNK_BYTES, bytes.length),
       bytes,
