@@ -171,7 +171,7 @@ export class Vm {
   }
 
   /** Settles when this VM's QEMU has exited (at once if none was started). Never rejects. */
-  exited(): Promise<void> {
+  private exited(): Promise<void> {
     return this.proc ? this.proc.exited.then(() => undefined) : Promise.resolve();
   }
 

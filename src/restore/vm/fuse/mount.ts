@@ -110,35 +110,43 @@ export async function ourMounts(prefix: string): Promise<string[]> {
 
 /** Pure: our mounts' mount points in mountinfo text (octal escapes such as \040 undone). */
 export function parseFuseMounts(mountinfo: string): string[] {
-  const out: string[] = [];
-  for (const line of mountinfo.split("\n")) {
-    const dash = line.indexOf(" - ");
-    if (dash < 0) continue;
-    const fields = line.slice(0, dash).split(" ");
-    const [fsType, source] = line.slice(dash + 3).split(" ");
-    const mountPoint = fields[4];
-    if (fsType !== "fuse" || source !== MOUNT_SOURCE || mountPoint === undefined) continue;
-    out.push(
-      mountPoint.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))),
-    );
-  }
-  return out;
+  return fuseMounts(mountinfo)
+    .filter((mount) => mount.source === MOUNT_SOURCE)
+    .map((mount) => mount.mountPoint);
 }
 
 const FUSECTL = "/sys/fs/fuse/connections";
 
 /** Pure: the FUSE connection number (the device minor) of the mount at `dir`, from mountinfo text. */
 export function connectionOf(mountinfo: string, dir: string): number | undefined {
+  return fuseMounts(mountinfo).find((mount) => mount.mountPoint === dir)?.connection;
+}
+
+/**
+ * Every FUSE mount in mountinfo text. A line: id parent major:minor root mount-point options
+ * [optional fields] - fstype source super-options (proc(5)); a FUSE mount's minor is its connection.
+ */
+function fuseMounts(
+  mountinfo: string,
+): { mountPoint: string; source: string; connection: number | undefined }[] {
+  const out: { mountPoint: string; source: string; connection: number | undefined }[] = [];
   for (const line of mountinfo.split("\n")) {
-    const fields = line.split(" ");
-    const mountPoint = fields[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) =>
-      String.fromCharCode(parseInt(octal, 8)),
-    );
-    if (mountPoint !== dir || !line.includes(" - fuse ")) continue;
+    const dash = line.indexOf(" - ");
+    if (dash < 0) continue;
+    const fields = line.slice(0, dash).split(" ");
+    const [fsType, source] = line.slice(dash + 3).split(" ");
+    const mountPoint = fields[4];
+    if (fsType !== "fuse" || source === undefined || mountPoint === undefined) continue;
     const minor = Number(fields[2]?.split(":")[1]);
-    if (Number.isInteger(minor)) return minor;
+    out.push({
+      mountPoint: mountPoint.replace(/\\([0-7]{3})/g, (_, octal: string) =>
+        String.fromCharCode(parseInt(octal, 8)),
+      ),
+      source,
+      connection: Number.isInteger(minor) ? minor : undefined,
+    });
   }
-  return undefined;
+  return out;
 }
 
 /**
